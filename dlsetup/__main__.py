@@ -1,0 +1,3 @@
+from dlsetup.cli import main
+
+main()

@@ -1,0 +1,260 @@
+"""Command line: parse arguments, call dlsetup.commands, render. No logic lives here."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, NoReturn, TypeVar
+
+import typer
+from rich.console import Console
+
+from dlsetup import __version__, commands, ui
+from dlsetup.compat import render
+from dlsetup.errors import EXIT_INTERNAL, ConfigError, DlsetupError, UnsupportedError, VerifyFailedError
+
+app = typer.Typer(
+    help="Provision and verify deep-learning machines: the right NVIDIA driver, CUDA and framework build for "
+    "the GPUs actually installed.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+STATE: dict[str, bool] = {"debug": False}
+T = TypeVar("T")
+
+Hosts = Annotated[list[str], typer.Argument(help="localhost, [user@]host[:port], or inventory hosts/groups.")]
+Inventory = Annotated[
+    Path | None, typer.Option("-i", "--inventory", help="Ansible inventory (YAML/INI) for named hosts and groups.")
+]
+Format = Annotated[str, typer.Option("--format", help="table or json.")]
+Pins = Annotated[list[str], typer.Option("--pin", help="KEY=VALUE stack pin, e.g. driver_branch=580 (repeatable).")]
+
+
+def _fail(exc: DlsetupError) -> NoReturn:
+    if STATE["debug"]:
+        raise exc
+    err.print(f"[bold red]error:[/bold red] {exc.message}")
+    if exc.hint:
+        err.print(f"hint: {exc.hint}")
+    raise typer.Exit(exc.exit_code)
+
+
+def _guard(fn: Callable[[], T]) -> T:
+    try:
+        return fn()
+    except DlsetupError as exc:
+        _fail(exc)
+    except KeyboardInterrupt:
+        err.print("interrupted: re-run the same command to converge")
+        raise typer.Exit(130) from None
+    except Exception as exc:
+        if STATE["debug"]:
+            raise
+        err.print(f"[bold red]internal error:[/bold red] {type(exc).__name__}: {exc} (run with --debug for details)")
+        raise typer.Exit(EXIT_INTERNAL) from None
+
+
+def _check_format(fmt: str) -> None:
+    if fmt not in ("table", "json"):
+        _fail(ConfigError(f"--format must be table or json, got {fmt!r}"))
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"dlsetup {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Show version.")] = False,
+) -> None:
+    STATE["debug"] = debug
+
+
+@app.command()
+def facts(hosts: Hosts, inventory: Inventory = None, fmt: Format = "table") -> None:
+    """Report each host's hardware: OS, machine, CPU, RAM, disks, NVIDIA GPUs (from PCI), PCIe links, driver."""
+    _check_format(fmt)
+    targets = _guard(lambda: commands.load_targets(hosts, inventory))
+    result = _guard(lambda: commands.gather_facts(targets))
+    if fmt == "json":
+        payload: dict[str, Any] = {"hosts": {n: f.to_dict() for n, f in result.facts.items()}}
+        if result.errors:
+            payload["errors"] = result.errors
+        out.print_json(json.dumps(payload))
+    else:
+        for name in targets.names:
+            if name in result.facts:
+                ui.render_facts(out, name, result.facts[name].to_dict())
+            else:
+                ui.render_host_error(out, name, result.errors.get(name, "no facts"))
+    if result.errors:
+        raise typer.Exit(3)
+
+
+@app.command()
+def verify(
+    hosts: Hosts,
+    inventory: Inventory = None,
+    expect: Annotated[
+        list[str], typer.Option("--expect", help="KEY=VALUE expectation, overrides dlsetup_expect (repeatable).")
+    ] = [],  # noqa: B006 - Typer reads the default
+    load: Annotated[bool, typer.Option("--load", help="Require PCIe readings under load (needs PyTorch).")] = False,
+    fmt: Format = "table",
+    junit_xml: Annotated[Path | None, typer.Option("--junit-xml", help="Also write JUnit XML here.")] = None,
+) -> None:
+    """Check each host against its expectations (inventory dlsetup_expect and --expect) with the testinfra suite."""
+    _check_format(fmt)
+    targets = _guard(lambda: commands.load_targets(hosts, inventory))
+    expectations = _guard(lambda: commands.expectations_for(targets, expect))
+    gathered = _guard(lambda: commands.gather_facts(targets))
+    facts = {n: f.to_dict() for n, f in gathered.facts.items()}
+    report = _guard(
+        lambda: commands.verify_hosts(targets, facts, expectations, load=load, junit_xml=junit_xml) if facts else None
+    )
+    hosts_report: dict[str, Any] = dict(report.hosts) if report else {}
+    for name, reason in gathered.errors.items():
+        hosts_report[name] = commands.verify.unreachable_entry(reason)
+    payload = {"hosts": {n: hosts_report[n] for n in targets.names if n in hosts_report}}
+    if fmt == "json":
+        out.print_json(json.dumps(payload))
+    else:
+        ui.render_verify(out, payload)
+        if report:
+            out.print(f"log: {report.log_path}")
+    if not all(h["passed"] for h in payload["hosts"].values()):
+        failed = [n for n, h in payload["hosts"].items() if not h["passed"]]
+        if fmt == "table":
+            err.print(f"[bold red]verification failed[/bold red] on {', '.join(failed)}")
+        raise typer.Exit(VerifyFailedError.exit_code)
+
+
+@app.command()
+def plan(
+    hosts: Annotated[list[str] | None, typer.Argument(help="Hosts to plan from live facts.")] = None,
+    inventory: Inventory = None,
+    os_name: Annotated[
+        str | None, typer.Option("--os", help="Plan offline for ubuntu-22.04/24.04, debian-12/13.")
+    ] = None,
+    gpu: Annotated[list[str], typer.Option("--gpu", help="PCI id (10de:1b06) or model name (repeatable).")] = [],  # noqa: B006
+    machine: Annotated[str | None, typer.Option("--machine", help='Machine model, e.g. "XPS 15 9570".')] = None,
+    pin: Pins = [],  # noqa: B006
+    fmt: Format = "table",
+) -> None:
+    """Resolve the driver, CUDA and framework stack for live hosts, or offline for parts you plan to buy."""
+    _check_format(fmt)
+    if os_name is None and not hosts:
+        _fail(ConfigError("give HOST(s) to plan from live facts, or --os (and --gpu) to plan offline"))
+    if os_name is not None and hosts:
+        _fail(ConfigError("give either HOST(s) or --os, not both"))
+    plans: dict[str, Any] = {}
+    errors: dict[str, DlsetupError] = {}
+    if os_name is not None:
+        pins = _guard(lambda: commands.parse_pin_flags(pin))
+        try:
+            plans[os_name] = commands.plan_offline(os_name, gpu, machine, pins)
+        except DlsetupError as exc:
+            errors[os_name] = exc
+    else:
+        targets = _guard(lambda: commands.load_targets(hosts or [], inventory))
+        pins_by_host = _guard(lambda: commands.pins_for(targets, pin))
+        gathered = _guard(lambda: commands.gather_facts(targets))
+        _guard(lambda: commands.require_reachable(gathered))
+        host_plans, errors = commands.plan_hosts(gathered, pins_by_host)
+        plans = {n: p.plan for n, p in host_plans.items()}
+    if fmt == "json":
+        if os_name is not None:
+            payload = plans[os_name].to_dict() if plans else {"error": _error_json(errors[os_name])}
+        else:
+            payload = {"hosts": {n: p.to_dict() for n, p in plans.items()}}
+            payload["hosts"].update({n: {"error": _error_json(e)} for n, e in errors.items()})
+        out.print_json(json.dumps(payload))
+    else:
+        for name, p in plans.items():
+            out.rule(f"[bold]{name}")
+            render.render_plan(out, p)
+        for name, exc in errors.items():
+            out.rule(f"[bold]{name}")
+            err.print(f"[bold red]error:[/bold red] {exc.message}")
+    if errors:
+        raise typer.Exit(max(e.exit_code for e in errors.values()))
+
+
+def _error_json(exc: DlsetupError) -> dict[str, str]:
+    kind = exc.kind if isinstance(exc, UnsupportedError) else type(exc).__name__.removesuffix("Error").lower()
+    return {"kind": kind, "message": exc.message}
+
+
+@app.command()
+def provision(
+    hosts: Hosts,
+    inventory: Inventory = None,
+    check: Annotated[bool, typer.Option("--check", help="Change nothing; show what would change.")] = False,
+    diff: Annotated[bool, typer.Option("--diff", help="Show file differences.")] = False,
+    tags: Annotated[list[str], typer.Option("--tags", help="Only run these role tags, e.g. role::base.")] = [],  # noqa: B006
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask before changing hosts.")] = False,
+    pin: Pins = [],  # noqa: B006
+    expect: Annotated[list[str], typer.Option("--expect", help="KEY=VALUE expectation for the final verify.")] = [],  # noqa: B006
+    no_verify: Annotated[bool, typer.Option("--no-verify", help="Skip the verification after the run.")] = False,
+    junit_xml: Annotated[Path | None, typer.Option("--junit-xml", help="JUnit XML of the final verify.")] = None,
+) -> None:
+    """Install the planned driver, CUDA and DL stack; re-runs converge; then verify."""
+    targets = _guard(lambda: commands.load_targets(hosts, inventory))
+    pins = _guard(lambda: commands.pins_for(targets, pin))
+    expectations = _guard(lambda: commands.expectations_for(targets, expect))
+    gathered = _guard(lambda: commands.gather_facts(targets))
+    _guard(lambda: commands.require_reachable(gathered))
+    host_plans, errors = commands.plan_hosts(gathered, pins)
+    if errors:
+        name, exc = next(iter(errors.items()))
+        _fail(type(exc)(f"host {name}: {exc.message}; nothing was changed"))
+    for name, host_plan in host_plans.items():
+        out.rule(f"[bold]{name}: plan")
+        for line in host_plan.hardware_changes:
+            out.print(f"[yellow]hardware changed since the last provision:[/yellow] {line}")
+        for line in host_plan.plan_changes:
+            out.print(f"[yellow]plan changed:[/yellow] {line}")
+        render.render_plan(out, host_plan.plan)
+    if not check and not yes and sys.stdin.isatty() and not typer.confirm("Apply this plan?", default=False):
+        err.print("nothing was changed")
+        raise typer.Exit(0)
+    outcome = _guard(
+        lambda: commands.provision(
+            targets,
+            host_plans,
+            expectations,
+            check=check,
+            diff=diff,
+            tags=tags,
+            run_verify=not no_verify,
+            junit_xml=junit_xml,
+            on_event=ui.Progress(out),
+        )
+    )
+    ui.render_run_summary(out, outcome.run)
+    stats = outcome.run.stats.values()
+    if any(s.unreachable for s in stats):
+        raise typer.Exit(3)
+    if outcome.run.status != "successful" or any(s.failures for s in stats):
+        err.print("[bold red]provision failed[/bold red]: fix the cause above and run the same command again")
+        raise typer.Exit(5)
+    if outcome.reboot_required:
+        _fail(commands.reboot_error(outcome.reboot_required))
+    if check:
+        changed = sum(s.changed for s in stats)
+        out.print(f"check mode: {changed} task(s) would change; nothing was changed")
+    if outcome.verify_report is not None:
+        ui.render_verify(out, outcome.verify_report.to_dict())
+        if not outcome.verify_report.passed:
+            raise typer.Exit(VerifyFailedError.exit_code)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,142 @@
+"""Rendering for the terminal (rich). No logic beyond presentation."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from dlsetup.runner import RunResult
+
+STATUS_STYLE = {"pass": "green", "fail": "bold red", "warn": "yellow", "skip": "dim"}
+
+
+def _val(value: Any, suffix: str = "") -> str:
+    return "-" if value is None else f"{value}{suffix}"
+
+
+def render_facts(console: Console, name: str, facts: Mapping[str, Any]) -> None:
+    os_ = facts.get("os") or {}
+    machine = facts.get("machine") or {}
+    cpu = facts.get("cpu") or {}
+    console.rule(f"[bold]{name}")
+    console.print(
+        f"OS       {_val(os_.get('pretty_name') or os_.get('id'))} ({_val(os_.get('codename'))}), "
+        f"kernel {_val(os_.get('kernel'))}"
+    )
+    virt = f" [{machine['virtualization']}]" if machine.get("virtualization") else ""
+    console.print(f"Machine  {_val(machine.get('vendor'))} {_val(machine.get('product'))}{virt}")
+    console.print(
+        f"CPU      {_val(cpu.get('model'))}, {_val(cpu.get('cores'))} cores / {_val(cpu.get('threads'))} threads"
+    )
+    console.print(f"Memory   {_val(facts.get('memory_mib'), ' MiB')}")
+    for disk in facts.get("disks") or []:
+        kind = "SSD" if disk.get("ssd") else ("HDD" if disk.get("ssd") is False else "?")
+        holds = f" holds {', '.join(disk['holds'])}" if disk.get("holds") else ""
+        console.print(
+            f"Disk     {disk.get('name')} {_val(disk.get('model'))} {_val(disk.get('size_gib'), ' GiB')} "
+            f"{kind} ({_val(disk.get('transport'))}){holds}"
+        )
+    gpus = facts.get("gpus") or []
+    driver = facts.get("driver") or {}
+    if not gpus:
+        console.print("GPUs     [bold]no NVIDIA GPU[/bold] on PCI")
+    else:
+        table = Table(show_edge=False, pad_edge=False)
+        for col in ("#", "bus id", "pci id", "name", "memory", "CC", "gen cur/max", "width cur/max/slot", "driver"):
+            table.add_column(col)
+        for gpu in gpus:
+            pcie = gpu.get("pcie") or {}
+            table.add_row(
+                _val(gpu.get("index")),
+                str(gpu.get("pci_bus_id")),
+                str(gpu.get("pci_id")),
+                _val(gpu.get("name") or gpu.get("pci_name")),
+                _val(gpu.get("memory_mib"), " MiB"),
+                _val(gpu.get("compute_capability")),
+                f"{_val(pcie.get('gen_current'))}/{_val(pcie.get('gen_max'))}",
+                f"x{_val(pcie.get('width_current'))}/x{_val(pcie.get('width_max'))}/x{_val(pcie.get('slot_width_max'))}",
+                _val(gpu.get("kernel_driver")),
+            )
+        console.print(table)
+    if driver.get("loaded"):
+        console.print(
+            f"Driver   {driver.get('version')} ({_val(driver.get('kernel_module'))} kernel module), "
+            f"CUDA {_val(driver.get('cuda_version'))}"
+        )
+    elif driver.get("error"):
+        err = driver["error"]
+        console.print(f"Driver   [red]{err.get('kind')}[/red]: {err.get('message')}")
+        if err.get("hint"):
+            console.print(f"         hint: {err['hint']}")
+    else:
+        console.print("Driver   not loaded")
+    for warning in facts.get("warnings") or []:
+        console.print(f"[yellow]warning[/yellow]  {warning}")
+
+
+def render_host_error(console: Console, name: str, reason: str) -> None:
+    console.rule(f"[bold]{name}")
+    console.print(f"[bold red]error[/bold red] {reason}")
+
+
+def render_verify(console: Console, report: Mapping[str, Any]) -> None:
+    for name, entry in report["hosts"].items():
+        table = Table(title=f"{name}: {'[green]PASSED' if entry['passed'] else '[bold red]FAILED'}", show_edge=False)
+        for col in ("check", "status", "expected", "actual", "message"):
+            table.add_column(col, overflow="fold")
+        for check in entry["checks"]:
+            style = STATUS_STYLE.get(check["status"], "")
+            table.add_row(
+                check["id"],
+                f"[{style}]{check['status']}[/{style}]",
+                _val(check.get("expected")),
+                _val(check.get("actual")),
+                check.get("message") or "",
+            )
+        console.print(table)
+
+
+class Progress:
+    """Live progress lines from runner events: one per host and task that changed, failed or was unreachable,
+    and a dim line for each task start."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        kind = event.get("event")
+        data = event.get("event_data") or {}
+        host, task = data.get("host"), data.get("task")
+        if kind == "playbook_on_task_start":
+            self.console.print(f"[dim]TASK {data.get('task')}[/dim]")
+        elif kind == "runner_on_ok":
+            changed = (data.get("res") or {}).get("changed")
+            if changed:
+                self.console.print(f"  [yellow]changed[/yellow] {host}: {task}")
+        elif kind == "runner_on_failed" and not data.get("ignore_errors"):
+            msg = (data.get("res") or {}).get("msg") or ""
+            self.console.print(f"  [bold red]failed[/bold red]  {host}: {task}: {str(msg).splitlines()[:1]}")
+        elif kind == "runner_on_unreachable":
+            self.console.print(f"  [bold red]unreachable[/bold red] {host}")
+
+
+def render_run_summary(console: Console, run: RunResult) -> None:
+    table = Table(title="summary", show_edge=False)
+    for col in ("host", "ok", "changed", "failed", "unreachable"):
+        table.add_column(col)
+    for host, stats in sorted(run.stats.items()):
+        table.add_row(
+            host,
+            str(stats.ok),
+            str(stats.changed),
+            str(stats.failures),
+            "yes" if stats.unreachable else "no",
+        )
+    console.print(table)
+    for host, tasks in run.failed_tasks.items():
+        for task, msg in tasks:
+            console.print(f"[bold red]{host}[/bold red] failed at {task!r}: {msg}")
+    console.print(f"log and artifacts: {run.run_dir}")

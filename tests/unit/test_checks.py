@@ -1,0 +1,186 @@
+"""Check rules over facts shaped like the module's output. Values are those of real captures: the H200 host
+(../shared/fixtures/hosts/h200-ubuntu2404), the 2x RTX 4090 x8/x8 board and the RTX 2060 trained down to x8
+(../shared/fixtures/collected)."""
+
+import copy
+
+import pytest
+
+from dlsetup import checks
+from dlsetup.expect import Expectations
+
+H200 = {
+    "os": {"id": "ubuntu", "version": "24.04"},
+    "memory_mib": 257000,
+    "disks": [{"name": "vda", "ssd": True, "rotational": False, "holds": ["/"]}],
+    "gpus": [
+        {
+            "index": 0,
+            "pci_bus_id": "0000:00:06.0",
+            "pci_id": "10de:2335",
+            "name": "NVIDIA H200",
+            "memory_mib": 143771,
+            "compute_capability": "9.0",
+            "visible_to_driver": True,
+            "pcie": {"gen_current": 5, "gen_max": 5, "width_current": 16, "width_max": 16,
+                     "slot_gen_max": None, "slot_width_max": None},
+        }
+    ],
+    "driver": {"loaded": True, "version": "580.159.04", "cuda_version": "13.0", "kernel_module": "open",
+               "error": None},
+}
+
+
+def gpu(bus, pcie, **extra):
+    base = copy.deepcopy(H200["gpus"][0])
+    base.update({"pci_bus_id": bus, "name": "NVIDIA GeForce RTX 4090", "pci_id": "10de:2684", "pcie": pcie})
+    base.update(extra)
+    return base
+
+
+def with_gpus(*gpus, **driver):
+    facts = copy.deepcopy(H200)
+    facts["gpus"] = list(gpus)
+    facts["driver"].update(driver)
+    return facts
+
+
+def test_h200_passes_the_device_check_expectations():
+    exp = Expectations(gpu_count=1, gpu_memory_min_mib=80 * 1024, pcie_width_min=16, pcie_gen_min=5,
+                       driver_branch="580", cuda_version="12.6", driver_flavor="open", root_disk_ssd=True)
+    results = [
+        checks.check_gpu_count(H200, exp), checks.check_gpu_visible(H200), checks.check_gpu_memory(H200, exp),
+        checks.check_pcie_width(H200, exp), checks.check_pcie_gen(H200, exp), checks.check_driver_loaded(H200),
+        checks.check_driver_branch(H200, exp), checks.check_driver_cuda(H200, exp),
+        checks.check_driver_flavor(H200, exp), checks.check_root_disk(H200, exp),
+    ]
+    assert [r.status for r in results] == ["pass"] * len(results), [r.message for r in results]
+
+
+def test_count_mismatch_fails_naming_what_is_there():
+    r = checks.check_gpu_count(H200, Expectations(gpu_count=2))
+    assert r.status == "fail"
+    assert "0000:00:06.0" in r.message and r.actual == 1
+
+
+def test_gpu_on_pci_not_listed_by_driver_is_named():
+    lost = gpu("0000:84:00.0", H200["gpus"][0]["pcie"], visible_to_driver=False, index=None)
+    facts = with_gpus(H200["gpus"][0], lost)
+    assert checks.check_gpu_count(facts, Expectations(gpu_count=2)).status == "fail"
+    r = checks.check_gpu_visible(facts)
+    assert r.status == "fail" and "0000:84:00.0" in r.message
+
+
+def test_slot_gives_x8_versus_trained_down():
+    # 2x RTX 4090 on a board that bifurcates x16 into x8/x8: the upstream ports are x8
+    x8_slot = gpu("0000:01:00.0", {"gen_current": 4, "gen_max": 4, "width_current": 8, "width_max": 16,
+                                   "slot_gen_max": 4, "slot_width_max": 8})
+    # RTX 2060 whose x16 link trained down to x8 in an x16 slot
+    trained = gpu("0000:02:00.0", {"gen_current": 3, "gen_max": 3, "width_current": 8, "width_max": 16,
+                                   "slot_gen_max": 3, "slot_width_max": 16})
+    strict = checks.check_pcie_width(with_gpus(x8_slot, trained), Expectations(pcie_width_min=16))
+    assert strict.status == "fail"
+    first, second = strict.message.split("; ")
+    assert "0000:01:00.0" in first and "slot gives only x8" in first and "lane budget" in first
+    assert "0000:02:00.0" in second and "trained down" in second and "reseat" in second
+    relaxed = checks.check_pcie_width(with_gpus(x8_slot), Expectations(pcie_width_min=8))
+    assert relaxed.status == "warn"  # meets x8, but says why it is not x16
+    no_expect = checks.check_pcie_width(with_gpus(trained), Expectations())
+    assert no_expect.status == "warn" and "trained down" in no_expect.message
+
+
+def test_idle_gen_is_a_warning_and_under_load_a_failure():
+    idle = gpu("0000:01:00.0", {"gen_current": 1, "gen_max": 3, "width_current": 16, "width_max": 16,
+                                "slot_gen_max": 3, "slot_width_max": 16})
+    facts = with_gpus(idle)
+    assert checks.check_pcie_gen(facts, Expectations(pcie_gen_min=3)).status == "warn"
+    loaded_ok = checks.check_pcie_gen(facts, Expectations(pcie_gen_min=3), {"0000:01:00.0": 3})
+    assert loaded_ok.status == "pass"
+    loaded_bad = checks.check_pcie_gen(facts, Expectations(pcie_gen_min=3), {"0000:01:00.0": 2})
+    assert loaded_bad.status == "fail" and "under load" in loaded_bad.message
+    slot_gen2 = gpu("0000:01:00.0", {"gen_current": 2, "gen_max": 3, "width_current": 16, "width_max": 16,
+                                     "slot_gen_max": 2, "slot_width_max": 16})
+    assert checks.check_pcie_gen(with_gpus(slot_gen2), Expectations(pcie_gen_min=3)).status == "fail"
+
+
+def test_driver_errors_carry_kind_and_hint():
+    facts = with_gpus(H200["gpus"][0], loaded=False)
+    facts["driver"]["error"] = {"kind": "version_mismatch", "message": "Failed to initialize NVML: "
+                                "Driver/library version mismatch", "hint": "reboot"}
+    r = checks.check_driver_loaded(facts)
+    assert r.status == "fail" and "version_mismatch" in r.message and "reboot" in r.message
+
+
+def test_no_gpu_host_is_a_clear_result_not_a_failure():
+    facts = with_gpus(loaded=False, version=None, cuda_version=None, kernel_module=None)
+    assert checks.check_gpu_count(facts, Expectations()).message.startswith("no NVIDIA GPU")
+    assert checks.check_driver_loaded(facts).status == "skip"
+    assert checks.check_gpu_count(facts, Expectations(gpu_count=0)).status == "pass"
+    assert checks.check_gpu_model(facts, Expectations(gpu_model="1080")).status == "fail"
+
+
+def test_model_matches_name_or_pci_id():
+    assert checks.check_gpu_model(H200, Expectations(gpu_model="H200")).status == "pass"
+    assert checks.check_gpu_model(H200, Expectations(gpu_model="10de:2335")).status == "pass"
+    assert checks.check_gpu_model(H200, Expectations(gpu_model="H100")).status == "fail"
+
+
+def test_memory_below_minimum():
+    r = checks.check_gpu_memory(H200, Expectations(gpu_memory_min_mib=150000))
+    assert r.status == "fail" and "143771" in r.message
+
+
+# torch 2.11.0+cu130 on the H200, as captured (torch-pcie-bandwidth.json)
+H200_PROBE = {
+    "torch": "2.11.0+cu130", "cuda_available": True,
+    "arch_list": ["sm_75", "sm_80", "sm_86", "sm_90", "sm_100", "sm_120"],
+    "devices": [{"index": 0, "name": "NVIDIA H200", "cc": [9, 0], "pci_bus_id": "0000:00:06.0",
+                 "matmul_ok": True, "h2d_gbps": 55.13, "load_link": {"gen": 5, "width": 16}}],
+}
+
+
+def test_pytorch_on_h200_passes():
+    results = {r.id: r for r in checks.check_pytorch(H200, Expectations(framework="pytorch"), H200_PROBE)}
+    assert {k: v.status for k, v in results.items()} == {
+        "framework.pytorch": "pass", "framework.pytorch.devices": "pass", "framework.pytorch.arch": "pass",
+        "framework.pytorch.matmul": "pass", "framework.pytorch.bandwidth": "pass",
+    }
+
+
+def test_default_wheel_has_no_code_for_a_1080ti():
+    ti = gpu("0000:01:00.0", H200["gpus"][0]["pcie"], name="NVIDIA GeForce GTX 1080 Ti")
+    probe = copy.deepcopy(H200_PROBE)
+    probe["devices"][0].update({"name": "NVIDIA GeForce GTX 1080 Ti", "cc": [6, 1], "pci_bus_id": "0000:01:00.0"})
+    arch = {r.id: r for r in checks.check_pytorch(with_gpus(ti), Expectations(), probe)}["framework.pytorch.arch"]
+    assert arch.status == "fail" and "sm_61" in arch.message
+    # the cu126 build carries sm_60, which runs on 6.1 (same major)
+    probe["arch_list"] = ["sm_50", "sm_60", "sm_70", "sm_75", "sm_80", "sm_86", "sm_90"]
+    arch = {r.id: r for r in checks.check_pytorch(with_gpus(ti), Expectations(), probe)}["framework.pytorch.arch"]
+    assert arch.status == "pass"
+
+
+def test_slow_copy_fails_bandwidth():
+    probe = copy.deepcopy(H200_PROBE)
+    probe["devices"][0]["h2d_gbps"] = 19.3  # pageable-memory speed on Gen5 x16
+    bw = {r.id: r for r in checks.check_pytorch(H200, Expectations(), probe)}["framework.pytorch.bandwidth"]
+    assert bw.status == "fail" and "Gen5 x16" in bw.message
+    lenient = Expectations(pcie_bandwidth_min_ratio=0.3)
+    bw = {r.id: r for r in checks.check_pytorch(H200, lenient, probe)}["framework.pytorch.bandwidth"]
+    assert bw.status == "pass"
+
+
+@pytest.mark.parametrize(("wanted", "status"), [("pytorch", "fail"), (None, "skip")])
+def test_missing_pytorch(wanted, status):
+    res = checks.check_pytorch(H200, Expectations(framework=wanted), {"torch": None, "error": "No module"})
+    assert [r.status for r in res] == [status]
+
+
+def test_jax():
+    assert checks.check_jax(Expectations(framework="jax"), {"jax": None}, 1).status == "fail"
+    assert checks.check_jax(Expectations(), {"jax": "0.11.2", "gpu_devices": 1}, 1).status == "pass"
+    assert checks.check_jax(Expectations(), {"jax": "0.11.2", "gpu_devices": 0}, 2).status == "fail"
+
+
+def test_summarize():
+    assert checks.summarize([checks.CheckResult("a", "warn", None, None, "")])
+    assert not checks.summarize([checks.CheckResult("a", "fail", None, None, "")])
