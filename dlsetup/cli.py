@@ -12,8 +12,8 @@ import typer
 from rich.console import Console
 
 from dlsetup import __version__, commands, ui
-from dlsetup.compat import render
-from dlsetup.errors import EXIT_INTERNAL, ConfigError, DlsetupError, UnsupportedError, VerifyFailedError
+from dlsetup.compat import error_payload, render
+from dlsetup.errors import EXIT_INTERNAL, ConfigError, DlsetupError, VerifyFailedError
 
 app = typer.Typer(
     help="Provision and verify deep-learning machines: the right NVIDIA driver, CUDA and framework build for "
@@ -121,7 +121,7 @@ def verify(
     )
     hosts_report: dict[str, Any] = dict(report.hosts) if report else {}
     for name, reason in gathered.errors.items():
-        hosts_report[name] = commands.verify.unreachable_entry(reason)
+        hosts_report[name] = commands.unreachable_entry(reason)
     payload = {"hosts": {n: hosts_report[n] for n in targets.names if n in hosts_report}}
     if fmt == "json":
         out.print_json(json.dumps(payload))
@@ -170,26 +170,23 @@ def plan(
         host_plans, errors = commands.plan_hosts(gathered, pins_by_host)
         plans = {n: p.plan for n, p in host_plans.items()}
     if fmt == "json":
+        payload: dict[str, Any]
         if os_name is not None:
-            payload = plans[os_name].to_dict() if plans else {"error": _error_json(errors[os_name])}
+            payload = plans[os_name].to_dict() if plans else error_payload(errors[os_name])
         else:
-            payload = {"hosts": {n: p.to_dict() for n, p in plans.items()}}
-            payload["hosts"].update({n: {"error": _error_json(e)} for n, e in errors.items()})
+            by_host: dict[str, Any] = {n: p.to_dict() for n, p in plans.items()}
+            by_host.update({n: error_payload(e) for n, e in errors.items()})
+            payload = {"hosts": by_host}
         out.print_json(json.dumps(payload))
     else:
         for name, p in plans.items():
             out.rule(f"[bold]{name}")
             render.render_plan(out, p)
-        for name, exc in errors.items():
+        for name, problem in errors.items():
             out.rule(f"[bold]{name}")
-            err.print(f"[bold red]error:[/bold red] {exc.message}")
+            err.print(f"[bold red]error:[/bold red] {problem.message}")
     if errors:
         raise typer.Exit(max(e.exit_code for e in errors.values()))
-
-
-def _error_json(exc: DlsetupError) -> dict[str, str]:
-    kind = exc.kind if isinstance(exc, UnsupportedError) else type(exc).__name__.removesuffix("Error").lower()
-    return {"kind": kind, "message": exc.message}
 
 
 @app.command()
@@ -213,8 +210,9 @@ def provision(
     _guard(lambda: commands.require_reachable(gathered))
     host_plans, errors = commands.plan_hosts(gathered, pins)
     if errors:
-        name, exc = next(iter(errors.items()))
-        _fail(type(exc)(f"host {name}: {exc.message}; nothing was changed"))
+        name, problem = next(iter(errors.items()))
+        problem.message = f"host {name}: {problem.message}; nothing was changed"
+        _fail(problem)
     for name, host_plan in host_plans.items():
         out.rule(f"[bold]{name}: plan")
         for line in host_plan.hardware_changes:

@@ -174,6 +174,11 @@ def verify_hosts(
     )
 
 
+def unreachable_entry(reason: str) -> dict[str, Any]:
+    """The verify report entry of a host that could not be checked at all."""
+    return verify.unreachable_entry(reason)
+
+
 def reboot_error(hosts: Sequence[str]) -> RebootRequiredError:
     return RebootRequiredError(
         f"reboot required on {', '.join(hosts)} to load the NVIDIA kernel module: "
