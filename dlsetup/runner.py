@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -87,8 +88,18 @@ def new_run_dir(kind: str) -> Path:
     return run_dir
 
 
+def _ensure_ansible_on_path() -> None:
+    """ansible-runner looks up ansible-playbook/ansible-inventory on this process's PATH: make sure the ones
+    installed next to dlsetup's interpreter are found even when its venv is not activated."""
+    bin_dir = str(Path(sys.executable).parent)
+    current = os.environ.get("PATH", "")
+    if bin_dir not in current.split(os.pathsep):
+        os.environ["PATH"] = bin_dir + os.pathsep + current if current else bin_dir
+
+
 def list_inventory(path: Path) -> dict[str, Any]:
     """``ansible-inventory --list`` for the user's inventory; a broken inventory is a ConfigError."""
+    _ensure_ansible_on_path()
     if not path.exists():
         raise ConfigError(f"inventory {path} does not exist")
     out, err = ansible_runner.get_inventory(
@@ -149,6 +160,7 @@ def run_playbook(
     ``host_extravars`` become host variables in an extra inventory source (per-host plans), so
     every host in one run can get its own plan without recomputation in Jinja.
     """
+    _ensure_ansible_on_path()
     run_dir = new_run_dir(kind)
     sources = _inventory_sources(targets, run_dir)
     if host_extravars:

@@ -85,8 +85,11 @@ def render_host_error(console: Console, name: str, reason: str) -> None:
 def render_verify(console: Console, report: Mapping[str, Any]) -> None:
     for name, entry in report["hosts"].items():
         table = Table(title=f"{name}: {'[green]PASSED' if entry['passed'] else '[bold red]FAILED'}", show_edge=False)
-        for col in ("check", "status", "expected", "actual", "message"):
-            table.add_column(col, overflow="fold")
+        table.add_column("check", no_wrap=True)
+        table.add_column("status", no_wrap=True)
+        table.add_column("expected", max_width=14, overflow="fold")
+        table.add_column("actual", max_width=14, overflow="fold")
+        table.add_column("message", overflow="fold", ratio=1)
         for check in entry["checks"]:
             style = STATUS_STYLE.get(check["status"], "")
             table.add_row(

@@ -153,13 +153,24 @@ def check(host_name: str, record_property: Callable[[str, Any], None]) -> Callab
     return report
 
 
+# report order: what the machine is, then its GPUs, the driver, the frameworks
+_ORDER = ("host.", "gpu.", "driver.", "framework.")
+
+
+def _rank(record: dict[str, Any]) -> int:
+    return next((i for i, prefix in enumerate(_ORDER) if record["id"].startswith(prefix)), len(_ORDER))
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     target = os.environ.get("DLSETUP_VERIFY_REPORT")
     if not target:
         return
     report = {
         "hosts": {
-            name: {"passed": not any(r["status"] == "fail" for r in records), "checks": records}
+            name: {
+                "passed": not any(r["status"] == "fail" for r in records),
+                "checks": sorted(records, key=_rank),
+            }
             for name, records in _RECORDS.items()
         }
     }

@@ -1,0 +1,1 @@
+../../../dlsetup/hwparse.py
