@@ -10,6 +10,7 @@ from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from dlsetup import __version__, commands, ui
 from dlsetup.compat import error_payload, render
@@ -23,7 +24,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 out = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
+# soft_wrap: an error stays one line however narrow the terminal
+err = Console(stderr=True, highlight=False, soft_wrap=True)
 STATE: dict[str, bool] = {"debug": False}
 T = TypeVar("T")
 
@@ -38,9 +40,9 @@ Pins = Annotated[list[str], typer.Option("--pin", help="KEY=VALUE stack pin, e.g
 def _fail(exc: DlsetupError) -> NoReturn:
     if STATE["debug"]:
         raise exc
-    err.print(f"[bold red]error:[/bold red] {exc.message}")
+    err.print(f"[bold red]error:[/bold red] {escape(exc.message)}")
     if exc.hint:
-        err.print(f"hint: {exc.hint}")
+        err.print(f"hint: {escape(exc.hint)}")
     raise typer.Exit(exc.exit_code)
 
 
@@ -55,7 +57,10 @@ def _guard(fn: Callable[[], T]) -> T:
     except Exception as exc:
         if STATE["debug"]:
             raise
-        err.print(f"[bold red]internal error:[/bold red] {type(exc).__name__}: {exc} (run with --debug for details)")
+        err.print(
+            f"[bold red]internal error:[/bold red] {type(exc).__name__}: {escape(str(exc))} "
+            "(run with --debug for details)"
+        )
         raise typer.Exit(EXIT_INTERNAL) from None
 
 
@@ -184,7 +189,7 @@ def plan(
             render.render_plan(out, p)
         for name, problem in errors.items():
             out.rule(f"[bold]{name}")
-            err.print(f"[bold red]error:[/bold red] {problem.message}")
+            err.print(f"[bold red]error:[/bold red] {escape(problem.message)}")
     if errors:
         raise typer.Exit(max(e.exit_code for e in errors.values()))
 

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from dlsetup.runner import RunResult
@@ -14,7 +15,8 @@ STATUS_STYLE = {"pass": "green", "fail": "bold red", "warn": "yellow", "skip": "
 
 
 def _val(value: Any, suffix: str = "") -> str:
-    return "-" if value is None else f"{value}{suffix}"
+    """A value for display, escaped: hardware names and messages may contain [brackets]."""
+    return "-" if value is None else escape(f"{value}{suffix}")
 
 
 def render_facts(console: Console, name: str, facts: Mapping[str, Any]) -> None:
@@ -68,18 +70,18 @@ def render_facts(console: Console, name: str, facts: Mapping[str, Any]) -> None:
         )
     elif driver.get("error"):
         err = driver["error"]
-        console.print(f"Driver   [red]{err.get('kind')}[/red]: {err.get('message')}")
+        console.print(f"Driver   [red]{_val(err.get('kind'))}[/red]: {_val(err.get('message'))}")
         if err.get("hint"):
-            console.print(f"         hint: {err['hint']}")
+            console.print(f"         hint: {_val(err['hint'])}")
     else:
         console.print("Driver   not loaded")
     for warning in facts.get("warnings") or []:
-        console.print(f"[yellow]warning[/yellow]  {warning}")
+        console.print(f"[yellow]warning[/yellow]  {_val(warning)}")
 
 
 def render_host_error(console: Console, name: str, reason: str) -> None:
     console.rule(f"[bold]{name}")
-    console.print(f"[bold red]error[/bold red] {reason}")
+    console.print(f"[bold red]error[/bold red] {_val(reason)}")
 
 
 def render_verify(console: Console, report: Mapping[str, Any]) -> None:
@@ -97,7 +99,7 @@ def render_verify(console: Console, report: Mapping[str, Any]) -> None:
                 f"[{style}]{check['status']}[/{style}]",
                 _val(check.get("expected")),
                 _val(check.get("actual")),
-                check.get("message") or "",
+                _val(check.get("message") or ""),
             )
         console.print(table)
 
@@ -114,14 +116,15 @@ class Progress:
         data = event.get("event_data") or {}
         host, task = data.get("host"), data.get("task")
         if kind == "playbook_on_task_start":
-            self.console.print(f"[dim]TASK {data.get('task')}[/dim]")
+            self.console.print(f"[dim]TASK {_val(data.get('task'))}[/dim]")
         elif kind == "runner_on_ok":
             changed = (data.get("res") or {}).get("changed")
             if changed:
-                self.console.print(f"  [yellow]changed[/yellow] {host}: {task}")
+                self.console.print(f"  [yellow]changed[/yellow] {_val(host)}: {_val(task)}")
         elif kind == "runner_on_failed" and not data.get("ignore_errors"):
             msg = (data.get("res") or {}).get("msg") or ""
-            self.console.print(f"  [bold red]failed[/bold red]  {host}: {task}: {str(msg).splitlines()[:1]}")
+            first = (str(msg).splitlines() or [""])[0]
+            self.console.print(f"  [bold red]failed[/bold red]  {_val(host)}: {_val(task)}: {_val(first)}")
         elif kind == "runner_on_unreachable":
             self.console.print(f"  [bold red]unreachable[/bold red] {host}")
 
@@ -141,5 +144,5 @@ def render_run_summary(console: Console, run: RunResult) -> None:
     console.print(table)
     for host, tasks in run.failed_tasks.items():
         for task, msg in tasks:
-            console.print(f"[bold red]{host}[/bold red] failed at {task!r}: {msg}")
+            console.print(f"[bold red]{_val(host)}[/bold red] failed at {_val(repr(task))}: {_val(msg)}")
     console.print(f"log and artifacts: {run.run_dir}")
