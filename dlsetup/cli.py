@@ -14,7 +14,7 @@ from rich.markup import escape
 
 from dlsetup import __version__, commands, ui
 from dlsetup.compat import error_payload, render
-from dlsetup.errors import EXIT_INTERNAL, ConfigError, DlsetupError, VerifyFailedError
+from dlsetup.errors import EXIT_INTERNAL, ConfigError, DlsetupError, UnreachableError, VerifyFailedError
 
 app = typer.Typer(
     help="Provision and verify deep-learning machines: the right NVIDIA driver, CUDA and framework build for "
@@ -138,7 +138,9 @@ def verify(
         failed = [n for n, h in payload["hosts"].items() if not h["passed"]]
         if fmt == "table":
             err.print(f"[bold red]verification failed[/bold red] on {', '.join(failed)}")
-        raise typer.Exit(VerifyFailedError.exit_code)
+        # docs/verify.md: 6 when a check failed, 3 when a host was unreachable; the higher one when both
+        checks_failed = report is not None and not report.passed
+        raise typer.Exit(VerifyFailedError.exit_code if checks_failed else UnreachableError.exit_code)
 
 
 @app.command()
@@ -248,11 +250,15 @@ def provision(
     if outcome.run.status != "successful" or any(s.failures for s in stats):
         err.print("[bold red]provision failed[/bold red]: fix the cause above and run the same command again")
         raise typer.Exit(5)
-    if outcome.reboot_required:
+    # In check mode the reboot handlers run too, though nothing was installed: asking for a reboot (exit 7) would
+    # loop, as the same check run after it flags the same reboot again.
+    if outcome.reboot_required and not check:
         _fail(commands.reboot_error(outcome.reboot_required))
     if check:
         changed = sum(s.changed for s in stats)
         out.print(f"check mode: {changed} task(s) would change; nothing was changed")
+        if outcome.reboot_required:
+            out.print(f"check mode: a reboot would be required on {', '.join(outcome.reboot_required)}")
     if outcome.verify_report is not None:
         ui.render_verify(out, outcome.verify_report.to_dict())
         if not outcome.verify_report.passed:

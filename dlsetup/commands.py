@@ -158,20 +158,30 @@ def verify_hosts(
     junit_xml: Path | None = None,
 ) -> verify.VerifyReport:
     """Run the testinfra suite. After a provision, facts are gathered again: the driver may answer now."""
+    lost: dict[str, str] = {}
     if run is not None:
         refreshed = gather.gather(targets)
         facts = {n: f.to_dict() for n, f in refreshed.facts.items()}
+        lost = refreshed.errors  # a host that cannot be read now must fail the report, not drop out of it
     work_dir = run.run_dir / "verify" if run is not None else runner.new_run_dir("verify")
     venvs = {n: str(targets.hostvars(n).get("dl_stack_venv_path") or "") or None for n in targets.names}
-    return verify.run_suite(
-        targets,
-        facts,
-        expectations,
-        work_dir=work_dir,
-        load=load,
-        venvs={n: v for n, v in venvs.items() if v},
-        junit_xml=junit_xml,
+    report = (
+        verify.run_suite(
+            targets,
+            facts,
+            expectations,
+            work_dir=work_dir,
+            load=load,
+            venvs={n: v for n, v in venvs.items() if v},
+            junit_xml=junit_xml,
+        )
+        if facts
+        else verify.VerifyReport({}, work_dir)
     )
+    if not lost:
+        return report
+    hosts = {**report.hosts, **{n: verify.unreachable_entry(reason) for n, reason in lost.items()}}
+    return verify.VerifyReport({n: hosts[n] for n in targets.names if n in hosts}, report.log_path)
 
 
 def unreachable_entry(reason: str) -> dict[str, Any]:

@@ -63,18 +63,20 @@ def render_facts(console: Console, name: str, facts: Mapping[str, Any]) -> None:
                 _val(gpu.get("kernel_driver")),
             )
         console.print(table)
+    err = driver.get("error")
     if driver.get("loaded"):
         console.print(
-            f"Driver   {driver.get('version')} ({_val(driver.get('kernel_module'))} kernel module), "
+            f"Driver   {_val(driver.get('version'))} ({_val(driver.get('kernel_module'))} kernel module), "
             f"CUDA {_val(driver.get('cuda_version'))}"
         )
-    elif driver.get("error"):
-        err = driver["error"]
-        console.print(f"Driver   [red]{_val(err.get('kind'))}[/red]: {_val(err.get('message'))}")
+    elif not err:
+        console.print("Driver   not loaded")
+    if err:
+        # a loaded module can still fail (version_mismatch, gpu_lost): the failure goes under its version line
+        label = "         " if driver.get("loaded") else "Driver   "
+        console.print(f"{label}[red]{_val(err.get('kind'))}[/red]: {_val(err.get('message'))}")
         if err.get("hint"):
             console.print(f"         hint: {_val(err['hint'])}")
-    else:
-        console.print("Driver   not loaded")
     for warning in facts.get("warnings") or []:
         console.print(f"[yellow]warning[/yellow]  {_val(warning)}")
 

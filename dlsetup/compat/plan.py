@@ -285,26 +285,44 @@ class Plan:
         }
 
     def to_extravars(self) -> dict[str, Any]:
-        """The role variables of docs/architecture.md ("Role variables set from the plan")."""
+        """The role variables of docs/architecture.md ("Role variables set from the plan").
+
+        Every choice is explicit: "nothing" is an empty string or list, never a missing key that would let a
+        role fall back to its own default (e.g. detecting a laptop profile again); a disabled role gets only
+        its ``*_enabled: false``.
+        """
         has_driver = self.driver.branch is not None
         has_cuda = self.cuda.version is not None
         laptop_enabled = self.laptop.prime is not None or self.laptop.mem_sleep_default is not None
-        return {
-            "nvidia_driver_enabled": has_driver,
-            "nvidia_driver_source": self.driver.source,
-            "nvidia_driver_branch": self.driver.branch,
-            "nvidia_driver_flavor": self.driver.flavor,
-            "nvidia_driver_packages": list(self.driver.packages),
-            "cuda_enabled": has_cuda,
-            "cuda_source": self.cuda.source,
-            "cuda_version": self.cuda.version,
-            "cuda_packages": [*self.cuda.packages, *self.cudnn.packages, *self.nccl.packages],
-            "dl_stack_enabled": self.pytorch.version is not None,
-            "dl_stack_torch_version": self.pytorch.version,
-            "dl_stack_torch_index_url": self.pytorch.index_url,
-            "dl_stack_jax_extra": self.jax.extra,
-            "laptop_enabled": laptop_enabled,
-            "laptop_prime_mode": self.laptop.prime,
-            "laptop_mem_sleep_default": self.laptop.mem_sleep_default,
-            "dlsetup_plan": self.to_dict(),
-        }
+        extravars: dict[str, Any] = {"nvidia_driver_enabled": has_driver, "cuda_enabled": has_cuda}
+        if has_driver:
+            extravars.update(
+                {
+                    "nvidia_driver_source": self.driver.source,
+                    "nvidia_driver_branch": self.driver.branch,
+                    "nvidia_driver_flavor": self.driver.flavor,
+                    "nvidia_driver_packages": list(self.driver.packages),
+                }
+            )
+        if has_cuda:
+            extravars.update(
+                {
+                    "cuda_source": self.cuda.source,
+                    "cuda_version": self.cuda.version,
+                    "cuda_packages": [*self.cuda.packages, *self.cudnn.packages, *self.nccl.packages],
+                }
+            )
+        extravars.update(
+            {
+                "dl_stack_enabled": self.pytorch.version is not None,
+                "dl_stack_torch_version": self.pytorch.version or "",
+                "dl_stack_torch_index_url": self.pytorch.index_url or "",
+                "dl_stack_jax_extra": self.jax.extra or "",
+                "laptop_enabled": laptop_enabled,
+                "laptop_profile": (self.machine.profile if self.machine else None) or "",
+                "laptop_prime_mode": self.laptop.prime or "",
+                "laptop_mem_sleep_default": self.laptop.mem_sleep_default or "",
+                "dlsetup_plan": self.to_dict(),
+            }
+        )
+        return extravars

@@ -478,6 +478,7 @@ EXTRAVARS = {
     "dl_stack_enabled",
     "dl_stack_torch_version",
     "dl_stack_torch_index_url",
+    "laptop_profile",
     "dl_stack_jax_extra",
     "laptop_enabled",
     "laptop_prime_mode",
@@ -515,6 +516,17 @@ def test_extravars_match_the_role_variable_table() -> None:
     assert extravars["dl_stack_jax_extra"] == "cuda13"
     assert extravars["laptop_enabled"] is False
     assert extravars["dlsetup_plan"] == plan.to_dict()
+
+
+def test_extravars_of_a_cpu_only_laptop_are_explicit() -> None:
+    """Nothing is left for a role to decide again: no null, no missing laptop choice."""
+    plan = plan_for("debian-12", [], machine="XPS 13 9370")
+    extravars = plan.to_extravars()
+    assert extravars["nvidia_driver_enabled"] is False and "nvidia_driver_branch" not in extravars
+    assert extravars["cuda_enabled"] is False and "cuda_packages" not in extravars
+    assert extravars["laptop_profile"] == "xps13-9370" and extravars["laptop_mem_sleep_default"] == "deep"
+    assert extravars["laptop_prime_mode"] == "" and extravars["dl_stack_jax_extra"] == ""
+    assert None not in [v for k, v in extravars.items() if k != "dlsetup_plan"]
 
 
 def test_error_payload_kinds() -> None:

@@ -1,0 +1,823 @@
+"""The real Typer app through CliRunner, with only the runner boundary replaced (see conftest.py).
+
+Facts come from ``hwparse.collect()`` over the committed fake hosts; ``run_playbook`` is the fake runner,
+``verify.run_suite`` is stubbed only where the CLI's handling of a report is under test. Two tests at the end run
+``dlsetup facts`` and ``dlsetup verify`` on this machine for real.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from dlsetup import __version__
+from dlsetup.compat import request_from_facts, resolve_stack
+from dlsetup.runner import HostStats
+
+if TYPE_CHECKING:  # fixtures' types; conftest.py is not importable as a module
+    from conftest import FakeRunner, Invoke, StubVerify
+
+FACT_KEYS = ["os", "machine", "cpu", "memory_mib", "disks", "gpus", "driver", "warnings"]
+UNREACHABLE = "192.0.2.10"  # TEST-NET-1: an address literal, so resolving it needs no DNS
+SSH_FAILURE = "Failed to connect to the host via ssh: ssh: connect to host 192.0.2.10 port 22: No route to host"
+
+
+def flat(text: str) -> str:
+    """Whitespace collapsed: long messages may still wrap in rich's output."""
+    return " ".join(text.split())
+
+
+def one_error_line(result: Any) -> str:
+    """The single line a bad-input error prints on stderr (nothing on stdout)."""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert result.stdout == ""
+    assert lines[0].startswith("error: ")
+    return str(lines[0])
+
+
+def report_entry(*checks: tuple[str, str, str]) -> dict[str, Any]:
+    """A verify report host entry from ``(id, status, message)`` triples; passed unless a check failed."""
+    return {
+        "passed": all(status != "fail" for _, status, _ in checks),
+        "checks": [
+            {"id": cid, "status": status, "expected": None, "actual": None, "message": message}
+            for cid, status, message in checks
+        ],
+    }
+
+
+def kepler_facts(rig: dict[str, Any]) -> dict[str, Any]:
+    """The 1080 Ti rig with GTX 780s in the same slots (no Kepler tree is captured): ids as pci.ids names them."""
+    for gpu in rig["gpus"]:
+        gpu.update(
+            pci_id="10de:1004", name="GeForce GTX 780", pci_name="GK110 [GeForce GTX 780]", compute_capability=None
+        )
+    return rig
+
+
+@pytest.fixture
+def inventory(tmp_path: Path) -> Path:
+    """A tiny real inventory: ``ansible-inventory`` reads it (list_inventory is not replaced)."""
+    path = tmp_path / "hosts.yml"
+    path.write_text(
+        "all:\n"
+        "  children:\n"
+        "    rigs:\n"
+        "      hosts:\n"
+        "        rig1:\n"
+        "          ansible_host: 192.0.2.21\n"
+        "          dlsetup_expect:\n"
+        "            gpu_count: 2\n"
+        "            pcie_width_min: 16\n"
+    )
+    return path
+
+
+# ------------------------------------------------------------------------------------------------
+# --version, --help
+
+
+def test_version(cli: Invoke) -> None:
+    result = cli("--version")
+    assert result.exit_code == 0
+    assert result.stdout.strip() == f"dlsetup {__version__}"
+
+
+def test_no_arguments_shows_help(cli: Invoke) -> None:
+    result = cli()
+    assert result.exit_code == 2  # click's no_args_is_help exits with the usage code
+    for command in ("facts", "verify", "plan", "provision"):
+        assert command in result.output
+
+
+@pytest.mark.parametrize(
+    ("command", "options"),
+    [
+        ("facts", ["--inventory", "--format"]),
+        ("verify", ["--inventory", "--expect", "--load", "--format", "--junit-xml"]),
+        ("plan", ["--inventory", "--os", "--gpu", "--machine", "--pin", "--format"]),
+        ("provision", ["--inventory", "--check", "--diff", "--tags", "--yes", "--pin", "--expect", "--no-verify"]),
+    ],
+)
+def test_help_of_each_command_names_its_options(cli: Invoke, fake_runner: FakeRunner, command, options) -> None:
+    result = cli(command, "--help")
+    assert result.exit_code == 0
+    assert f"{command} [OPTIONS]" in result.stdout  # the usage line of that command
+    for option in options:
+        assert option in result.stdout, option
+    assert fake_runner.calls == []
+
+
+# ------------------------------------------------------------------------------------------------
+# facts
+
+
+def test_facts_table_shows_one_row_per_gpu(cli: Invoke, fake_runner: FakeRunner, host_facts) -> None:
+    fake_runner.facts["localhost"] = host_facts("2x1080ti")
+    result = cli("facts", "localhost")
+    assert result.exit_code == 0, result.output
+    assert fake_runner.playbooks == ["facts.yml"]
+    assert fake_runner.calls[0].hosts == ["localhost"]
+    lines = result.stdout.splitlines()
+    for bus_id, memory in (("0000:05:00.0", "11175 MiB"), ("0000:06:00.0", "11178 MiB")):
+        (row,) = [line for line in lines if bus_id in line]
+        cells = [cell.strip() for cell in row.split("│")]
+        assert cells[1:] == [bus_id, "10de:1b06", "GeForce GTX 1080 Ti", memory, "-", "1/3", "x16/x16/x16", "nvidia"]
+    assert "Driver   410.78 (proprietary kernel module), CUDA 10.0" in result.stdout
+    assert "OS       Ubuntu 24.04.3 LTS (noble), kernel 6.18.44-fc-v657-gpu" in result.stdout
+    assert "no NVIDIA GPU" not in result.stdout
+
+
+def test_facts_table_of_a_host_without_nvidia_gpu(cli: Invoke, fake_runner: FakeRunner, host_facts) -> None:
+    fake_runner.facts["localhost"] = host_facts("xps13")
+    result = cli("facts", "localhost")
+    assert result.exit_code == 0, result.output
+    assert "GPUs     no NVIDIA GPU on PCI" in result.stdout
+    assert "Machine  Dell Inc. XPS 13 9370" in result.stdout
+    assert "Driver   not loaded" in result.stdout
+    assert "│" not in result.stdout  # no GPU table
+
+
+@pytest.mark.parametrize(("host", "kind"), [("xps15", "driver_not_loaded"), ("2x1080ti-mismatch", "version_mismatch")])
+def test_facts_table_names_the_driver_error_and_its_hint(
+    cli: Invoke, fake_runner: FakeRunner, host_facts, host, kind
+) -> None:
+    facts = host_facts(host)
+    error = facts["driver"]["error"]
+    assert error["kind"] == kind  # the scenario really produces this failure
+    fake_runner.facts["localhost"] = facts
+    result = cli("facts", "localhost")
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    (error_line,) = [line for line in lines if f"{kind}: " in line]
+    if facts["driver"]["loaded"]:  # the module is loaded, NVML fails: version line, then the failure under it
+        assert lines[lines.index(error_line) - 1] == "Driver   410.78 (proprietary kernel module), CUDA -"
+        assert error_line == f"         {kind}: {error['message']}"
+    else:
+        assert error_line == f"Driver   {kind}: {error['message']}"
+    hint_index = lines.index(error_line) + 1
+    assert flat(lines[hint_index]).startswith("hint: ")
+    assert flat(error["hint"]) in flat("\n".join(lines[hint_index:]))
+    # the GPU the driver does not list still has its row, with the pci.ids name
+    for gpu in facts["gpus"]:
+        assert any(gpu["pci_bus_id"] in line and gpu["pci_name"] in line for line in lines)
+    for warning in facts["warnings"]:
+        assert f"warning  {warning}" in result.stdout
+
+
+def test_facts_json_is_the_module_output(cli: Invoke, fake_runner: FakeRunner, host_facts) -> None:
+    fake_runner.facts["localhost"] = host_facts("h200")
+    result = cli("facts", "localhost", "--format", "json")
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    assert payload == {"hosts": {"localhost": host_facts("h200")}}
+    assert list(payload["hosts"]["localhost"]) == FACT_KEYS
+    assert result.stderr == ""
+
+
+def test_facts_json_of_several_hosts_keeps_each(cli: Invoke, fake_runner: FakeRunner, host_facts, inventory) -> None:
+    fake_runner.facts.update(localhost=host_facts("xps13"), rig1=host_facts("2x1080ti"))
+    result = cli("facts", "-i", str(inventory), "localhost", "rigs", "--format", "json")
+    assert result.exit_code == 0, result.output
+    assert fake_runner.calls[0].hosts == ["localhost", "rig1"]
+    hosts = json.loads(result.stdout)["hosts"]
+    assert hosts == {"localhost": host_facts("xps13"), "rig1": host_facts("2x1080ti")}
+
+
+def test_facts_json_reports_an_unreachable_host(cli: Invoke, fake_runner: FakeRunner, host_facts) -> None:
+    fake_runner.facts["localhost"] = host_facts("xps13")
+    fake_runner.unreachable[UNREACHABLE] = SSH_FAILURE
+    result = cli("facts", "localhost", UNREACHABLE, "--format", "json")
+    assert result.exit_code == 3
+    payload = json.loads(result.stdout)
+    assert payload["hosts"] == {"localhost": host_facts("xps13")}
+    assert payload["errors"] == {UNREACHABLE: f"unreachable: {SSH_FAILURE}"}
+
+
+def test_facts_table_reports_an_unreachable_host(cli: Invoke, fake_runner: FakeRunner) -> None:
+    fake_runner.unreachable[UNREACHABLE] = SSH_FAILURE
+    result = cli("facts", UNREACHABLE)
+    assert result.exit_code == 3
+    assert f"error unreachable: {SSH_FAILURE}" in result.stdout
+
+
+def test_facts_of_a_host_whose_facts_task_did_not_run(cli: Invoke, fake_runner: FakeRunner) -> None:
+    result = cli("facts", "localhost", "--format", "json")  # the fake returns no task result for it
+    assert result.exit_code == 3
+    assert json.loads(result.stdout)["errors"] == {"localhost": "facts failed: the facts task did not run"}
+
+
+def test_malformed_facts_are_reported_not_rendered(cli: Invoke, fake_runner: FakeRunner, host_facts) -> None:
+    facts = host_facts("h200")
+    del facts["gpus"][0]["pcie"]
+    fake_runner.facts["localhost"] = facts
+    result = cli("facts", "localhost", "--format", "json")
+    assert result.exit_code == 3
+    assert json.loads(result.stdout) == {
+        "hosts": {},
+        "errors": {"localhost": "facts malformed: gpus[0]: missing pcie"},
+    }
+
+
+@pytest.mark.parametrize("command", [["facts", "localhost"], ["verify", "localhost"], ["plan", "--os", "debian-12"]])
+def test_unknown_format_is_one_line_and_exit_2(cli: Invoke, fake_runner: FakeRunner, command) -> None:
+    result = cli(*command, "--format", "xml")
+    assert result.exit_code == 2
+    assert one_error_line(result) == "error: --format must be table or json, got 'xml'"
+    assert fake_runner.calls == []
+
+
+@pytest.mark.parametrize(
+    ("host", "message"),
+    [
+        ("bad host!", "invalid host 'bad host!'"),
+        ("no-such-host.invalid", "unknown host 'no-such-host.invalid'"),
+    ],
+)
+def test_bad_host_is_one_line_and_exit_2(cli: Invoke, fake_runner: FakeRunner, host, message) -> None:
+    result = cli("facts", host)
+    assert result.exit_code == 2
+    assert message in one_error_line(result)
+    assert fake_runner.calls == []
+
+
+# ------------------------------------------------------------------------------------------------
+# verify (run_suite stubbed: the real suite runs in test_real_verify_localhost and elsewhere)
+
+
+def test_verify_passes(cli: Invoke, fake_runner: FakeRunner, stub_verify: StubVerify, host_facts) -> None:
+    fake_runner.facts["localhost"] = host_facts("2x1080ti")
+    stub_verify.hosts["localhost"] = report_entry(("gpu.count", "pass", "2 NVIDIA GPU(s)"))
+    result = cli("verify", "localhost", "--expect", "gpu_count=2", "--format", "json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout) == {"hosts": {"localhost": stub_verify.hosts["localhost"]}}
+    (call,) = stub_verify.calls
+    assert call["facts"] == {"localhost": host_facts("2x1080ti")}
+    assert call["expectations"]["localhost"].to_dict() == {"gpu_count": 2}
+    assert call["load"] is False
+
+
+def test_verify_table_and_junit_path(
+    cli: Invoke, fake_runner: FakeRunner, stub_verify: StubVerify, host_facts, tmp_path
+) -> None:
+    fake_runner.facts["localhost"] = host_facts("h200")
+    stub_verify.hosts["localhost"] = report_entry(("gpu.pcie_gen", "warn", "Gen 1 at idle"))
+    junit = tmp_path / "junit.xml"
+    result = cli("verify", "localhost", "--load", "--junit-xml", str(junit))
+    assert result.exit_code == 0, result.output
+    assert "localhost: PASSED" in result.stdout
+    assert re.search(r"gpu\.pcie_gen\s.*warn\s.*Gen 1 at idle", result.stdout)
+    assert "log: " in result.stdout
+    (call,) = stub_verify.calls
+    assert call["junit_xml"] == junit
+    assert call["load"] is True
+
+
+def test_verify_exits_6_when_a_check_fails(
+    cli: Invoke, fake_runner: FakeRunner, stub_verify: StubVerify, host_facts
+) -> None:
+    fake_runner.facts["localhost"] = host_facts("2x1080ti")
+    stub_verify.hosts["localhost"] = report_entry(
+        ("gpu.count", "pass", "2 NVIDIA GPU(s)"), ("gpu.pcie_width", "fail", "x8 < x16: the slot gives 8 lanes")
+    )
+    result = cli("verify", "localhost")
+    assert result.exit_code == 6
+    assert "localhost: FAILED" in result.stdout
+    assert "x8 < x16: the slot gives 8 lanes" in result.stdout
+    assert flat(result.stderr) == "verification failed on localhost"
+
+
+def test_verify_json_exits_6_without_a_table_line(
+    cli: Invoke, fake_runner: FakeRunner, stub_verify: StubVerify, host_facts
+) -> None:
+    fake_runner.facts["localhost"] = host_facts("xps15")
+    stub_verify.hosts["localhost"] = report_entry(("driver.loaded", "fail", "driver_not_loaded"))
+    result = cli("verify", "localhost", "--format", "json")
+    assert result.exit_code == 6
+    assert json.loads(result.stdout)["hosts"]["localhost"]["passed"] is False
+    assert result.stderr == ""
+
+
+def test_verify_exits_3_when_a_host_is_unreachable(
+    cli: Invoke, fake_runner: FakeRunner, stub_verify: StubVerify
+) -> None:
+    fake_runner.unreachable[UNREACHABLE] = SSH_FAILURE
+    result = cli("verify", UNREACHABLE, "--format", "json")
+    assert result.exit_code == 3, result.output
+    (check,) = json.loads(result.stdout)["hosts"][UNREACHABLE]["checks"]
+    assert check["id"] == "host.reachable"
+    assert check["status"] == "fail"
+    assert check["message"] == f"unreachable: {SSH_FAILURE}"
+    assert stub_verify.calls == []  # nothing to run the suite on
+
+
+def test_verify_checks_the_reachable_hosts_and_exits_3_for_the_other(
+    cli: Invoke, fake_runner: FakeRunner, stub_verify: StubVerify, host_facts
+) -> None:
+    fake_runner.facts["localhost"] = host_facts("h200")
+    fake_runner.unreachable[UNREACHABLE] = SSH_FAILURE
+    stub_verify.hosts["localhost"] = report_entry(("gpu.count", "pass", "1 NVIDIA GPU(s)"))
+    result = cli("verify", "localhost", UNREACHABLE, "--format", "json")
+    assert result.exit_code == 3, result.output
+    hosts = json.loads(result.stdout)["hosts"]
+    assert list(hosts) == ["localhost", UNREACHABLE]
+    assert hosts["localhost"]["passed"] is True
+    assert hosts[UNREACHABLE]["passed"] is False
+    assert list(stub_verify.calls[0]["facts"]) == ["localhost"]
+
+
+def test_verify_takes_inventory_expectations_and_flags(
+    cli: Invoke, fake_runner: FakeRunner, stub_verify: StubVerify, host_facts, inventory
+) -> None:
+    fake_runner.facts["rig1"] = host_facts("2x1080ti")
+    stub_verify.hosts["rig1"] = report_entry(("gpu.count", "pass", "2 NVIDIA GPU(s)"))
+    result = cli("verify", "-i", str(inventory), "rig1", "--expect", "pcie_width_min=8", "--expect", "gpu_model=1080")
+    assert result.exit_code == 0, result.output
+    expectations = stub_verify.calls[0]["expectations"]["rig1"]
+    assert expectations.to_dict() == {"gpu_count": 2, "gpu_model": "1080", "pcie_width_min": 8}
+
+
+@pytest.mark.parametrize(
+    ("flag", "message"),
+    [
+        ("gpu_count=two", "--expect: gpu_count must be an integer, got 'two'"),
+        ("pcie_width_min=3", "--expect: pcie_width_min must be one of 1, 2, 4, 8, 12, 16, 32, got 3"),
+        ("driver_flavor=closed", "--expect: driver_flavor must be one of open, proprietary, got 'closed'"),
+        ("gpu_count", "--expect 'gpu_count': expected KEY=VALUE"),
+        ("gpus=2", "--expect: unknown expectation 'gpus'"),
+    ],
+)
+def test_bad_expectation_is_one_line_and_nothing_runs(
+    cli: Invoke, fake_runner: FakeRunner, stub_verify: StubVerify, flag, message
+) -> None:
+    result = cli("verify", "localhost", "--expect", flag)
+    assert result.exit_code == 2
+    assert message in one_error_line(result)
+    assert fake_runner.calls == []
+    assert stub_verify.calls == []
+
+
+def test_bad_inventory_expectation_names_the_host(
+    cli: Invoke, fake_runner: FakeRunner, stub_verify: StubVerify, tmp_path
+) -> None:
+    inv = tmp_path / "bad.yml"
+    inv.write_text("all:\n  hosts:\n    rig1:\n      dlsetup_expect:\n        gpu_count: many\n")
+    result = cli("verify", "-i", str(inv), "rig1")
+    assert result.exit_code == 2
+    assert "host rig1: gpu_count must be an integer, got 'many'" in one_error_line(result)
+    assert fake_runner.calls == []
+
+
+def test_error_text_is_printed_verbatim_not_as_markup(cli: Invoke, fake_runner: FakeRunner) -> None:
+    result = cli("verify", "localhost", "--expect", "framework=[red]torch[/red]")
+    assert result.exit_code == 2
+    assert one_error_line(result) == (
+        "error: --expect: framework must be one of pytorch, jax, none, got '[red]torch[/red]'"
+    )
+
+
+# ------------------------------------------------------------------------------------------------
+# plan
+
+
+def test_plan_offline_two_1080ti(cli: Invoke, fake_runner: FakeRunner) -> None:
+    result = cli("plan", "--os", "ubuntu-24.04", "--gpu", "GTX 1080 Ti", "--gpu", "GTX 1080 Ti", "--format", "json")
+    assert result.exit_code == 0, result.output
+    plan = json.loads(result.stdout)
+    assert plan["os"] == "ubuntu-24.04"
+    assert [g["pci_id"] for g in plan["gpus"]] == ["10de:1b06", "10de:1b06"]
+    assert {g["architecture"] for g in plan["gpus"]} == {"Pascal"}
+    assert (plan["driver"]["branch"], plan["driver"]["flavor"]) == ("580", "proprietary")
+    assert plan["driver"]["source"] == "distribution"
+    assert plan["pytorch"]["variant"] == "cu126"
+    assert plan["pytorch"]["index_url"] == "https://download.pytorch.org/whl/cu126"
+    assert fake_runner.calls == []
+
+
+def test_plan_offline_kepler_has_no_supported_stack(cli: Invoke, fake_runner: FakeRunner) -> None:
+    result = cli("plan", "--os", "ubuntu-24.04", "--gpu", "GTX 780", "--format", "json")
+    assert result.exit_code == 4
+    payload = json.loads(result.stdout)
+    assert list(payload) == ["error"]
+    assert payload["error"]["kind"] == "no_supported_stack"
+    assert "GTX 780" in payload["error"]["message"]
+
+
+def test_plan_offline_kepler_table_is_an_error_line(cli: Invoke) -> None:
+    result = cli("plan", "--os", "ubuntu-24.04", "--gpu", "GTX 780")
+    assert result.exit_code == 4
+    assert flat(result.stderr).startswith("error: no supported deep-learning stack exists for GeForce GTX 780")
+
+
+def test_plan_offline_rtx5090_on_debian12(cli: Invoke) -> None:
+    result = cli("plan", "--os", "debian-12", "--gpu", "RTX 5090")
+    assert result.exit_code == 0, result.output
+    (driver_line,) = [line for line in result.stdout.splitlines() if line.startswith("driver ")]
+    assert re.fullmatch(r"driver\s+R580 open from nvidia \(LTSB, EOL 2028-06\)\s*", driver_line)
+    assert "GeForce RTX 5090 [10de:2b85] Blackwell" in result.stdout  # brackets kept, not read as markup
+    as_json = json.loads(cli("plan", "--os", "debian-12", "--gpu", "RTX 5090", "--format", "json").stdout)
+    assert (as_json["driver"]["flavor"], as_json["driver"]["source"]) == ("open", "nvidia")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ([], "give HOST(s) to plan from live facts, or --os"),
+        (["localhost", "--os", "debian-12"], "give either HOST(s) or --os, not both"),
+        (["--os", "debian-12", "--pin", "driver_branch"], "--pin 'driver_branch': expected KEY=VALUE"),
+    ],
+)
+def test_plan_bad_arguments_exit_2(cli: Invoke, fake_runner: FakeRunner, args, message) -> None:
+    result = cli("plan", *args)
+    assert result.exit_code == 2
+    assert message in one_error_line(result)
+    assert fake_runner.calls == []
+
+
+def test_plan_unknown_model_json(cli: Invoke) -> None:
+    result = cli("plan", "--os", "debian-12", "--gpu", "[red]RTX 9999", "--format", "json")
+    assert result.exit_code == 2
+    assert json.loads(result.stdout)["error"]["kind"] == "unknown_model"
+    table = cli("plan", "--os", "debian-12", "--gpu", "[red]RTX 9999")
+    assert table.exit_code == 2
+    assert "[red]RTX 9999" in table.stderr  # the user's text, verbatim
+
+
+def test_plan_from_live_facts(cli: Invoke, fake_runner: FakeRunner, host_facts) -> None:
+    fake_runner.facts["localhost"] = host_facts("h200")
+    result = cli("plan", "localhost", "--format", "json")
+    assert result.exit_code == 0, result.output
+    assert fake_runner.playbooks == ["facts.yml"]
+    plan = json.loads(result.stdout)["hosts"]["localhost"]
+    assert plan["os"] == "ubuntu-24.04"
+    assert [(g["pci_id"], g["architecture"]) for g in plan["gpus"]] == [("10de:2335", "Hopper")]
+    assert (plan["driver"]["branch"], plan["driver"]["flavor"]) == ("580", "open")
+    assert plan["driver"]["packages"][-1] == "nvidia-driver-580-server-open"  # a datacenter-only box: -server
+    assert plan["reboot_required"] is False  # 580 open is what the H200 already runs
+
+
+def test_plan_from_live_facts_table(cli: Invoke, fake_runner: FakeRunner, host_facts) -> None:
+    fake_runner.facts["localhost"] = host_facts("xps15")
+    result = cli("plan", "localhost")
+    assert result.exit_code == 0, result.output
+    assert "XPS 15 9570" in result.stdout
+    assert re.search(r"driver\s+R580 proprietary from nvidia", result.stdout)  # Debian 12: NVIDIA's repository
+    assert "PRIME on-demand" in result.stdout
+
+
+def test_plan_of_several_hosts_exits_with_the_worst(
+    cli: Invoke, fake_runner: FakeRunner, host_facts, inventory
+) -> None:
+    fake_runner.facts.update(localhost=host_facts("xps13"), rig1=kepler_facts(host_facts("2x1080ti")))
+    result = cli("plan", "-i", str(inventory), "localhost", "rig1", "--format", "json")
+    assert result.exit_code == 4
+    hosts = json.loads(result.stdout)["hosts"]
+    assert hosts["localhost"]["pytorch"]["variant"] == "cpu"
+    assert hosts["localhost"]["laptop"]["mem_sleep_default"] == "deep"
+    assert hosts["rig1"]["error"]["kind"] == "no_supported_stack"
+
+
+def test_plan_takes_inventory_pins_and_flags_override_them(
+    cli: Invoke, fake_runner: FakeRunner, host_facts, tmp_path
+) -> None:
+    inv = tmp_path / "pins.yml"
+    inv.write_text("all:\n  hosts:\n    h200:\n      dlsetup_pins:\n        pytorch_variant: cu126\n")
+    fake_runner.facts["h200"] = host_facts("h200")
+    pinned = cli("plan", "-i", str(inv), "h200", "--format", "json")
+    assert pinned.exit_code == 0, pinned.output
+    assert json.loads(pinned.stdout)["hosts"]["h200"]["pytorch"]["variant"] == "cu126"
+    overridden = cli("plan", "-i", str(inv), "h200", "--pin", "pytorch_variant=cu130", "--format", "json")
+    assert overridden.exit_code == 0, overridden.output
+    assert json.loads(overridden.stdout)["hosts"]["h200"]["pytorch"]["variant"] == "cu130"
+
+
+def test_plan_bad_inventory_pin_exits_2_before_any_run(cli: Invoke, fake_runner: FakeRunner, tmp_path) -> None:
+    inv = tmp_path / "pins.yml"
+    inv.write_text("all:\n  hosts:\n    h200:\n      dlsetup_pins:\n        driver_branch: 999\n")
+    result = cli("plan", "-i", str(inv), "h200")
+    assert result.exit_code == 2
+    assert result.stderr.startswith("error: host h200: pin driver_branch: no data for branch 999")
+    assert fake_runner.calls == []
+
+
+def test_plan_of_an_unreachable_host_exits_3(cli: Invoke, fake_runner: FakeRunner) -> None:
+    fake_runner.unreachable[UNREACHABLE] = SSH_FAILURE
+    result = cli("plan", UNREACHABLE)
+    assert result.exit_code == 3
+    assert f"host {UNREACHABLE}: unreachable" in one_error_line(result)
+
+
+# ------------------------------------------------------------------------------------------------
+# provision (site.yml is the fake runner; the final verify is stubbed)
+
+
+def expected_host_vars(facts: dict[str, Any]) -> dict[str, Any]:
+    plan = resolve_stack(request_from_facts(facts, {}))
+    return {**plan.to_extravars(), "dlsetup_plan": plan.to_dict()}
+
+
+def test_provision_check_mode(cli: Invoke, fake_runner: FakeRunner, stub_verify: StubVerify, host_facts) -> None:
+    facts = host_facts("2x1080ti")
+    fake_runner.facts["localhost"] = facts
+    fake_runner.site_stats["localhost"] = HostStats(ok=51, changed=9)
+    result = cli("provision", "localhost", "--check", "--diff", "--tags", "role::base")
+    assert result.exit_code == 0, result.output
+    assert fake_runner.playbooks == ["facts.yml", "site.yml"]
+    site = fake_runner.calls[1]
+    assert site.hosts == ["localhost"]
+    assert site.kwargs["host_extravars"] == {"localhost": expected_host_vars(facts)}
+    assert site.kwargs["host_extravars"]["localhost"]["nvidia_driver_flavor"] == "proprietary"
+    assert site.kwargs["check"] is True
+    assert site.kwargs["diff"] is True
+    assert list(site.kwargs["tags"]) == ["role::base"]
+    assert site.kwargs["kind"] == "check"
+    assert "check mode: 9 task(s) would change; nothing was changed" in result.stdout
+    assert re.search(r"localhost\s+│\s+51\s+│\s+9\s+│\s+0\s+│\s+no", result.stdout)  # the summary row
+    assert "R580 proprietary from distribution" in result.stdout  # the plan was shown first
+    assert stub_verify.calls == []  # check mode verifies nothing
+
+
+def test_provision_with_unsupported_hardware_changes_nothing(cli: Invoke, fake_runner: FakeRunner, host_facts) -> None:
+    fake_runner.facts["localhost"] = kepler_facts(host_facts("2x1080ti"))
+    result = cli("provision", "localhost", "--yes")
+    assert result.exit_code == 4
+    assert fake_runner.playbooks == ["facts.yml"]  # site.yml never ran
+    message, hint = result.stderr.strip().splitlines()
+    assert message.startswith("error: host localhost: no supported deep-learning stack exists for GeForce GTX 780")
+    assert message.endswith("; nothing was changed")
+    assert hint.startswith("hint: ")
+
+
+def test_provision_unknown_inventory_host_exits_2_before_any_run(
+    cli: Invoke, fake_runner: FakeRunner, inventory
+) -> None:
+    result = cli("provision", "-i", str(inventory), "rig9", "--yes")
+    assert result.exit_code == 2
+    assert "unknown host or group 'rig9': not in inventory" in one_error_line(result)
+    assert fake_runner.calls == []
+
+
+def test_provision_bad_pin_exits_2_before_any_run(cli: Invoke, fake_runner: FakeRunner) -> None:
+    result = cli("provision", "localhost", "--pin", "driver_branch=590x", "--yes")
+    assert result.exit_code == 2
+    one_error_line(result)
+    assert fake_runner.calls == []
+
+
+def test_provision_unreachable_at_gather_changes_nothing(cli: Invoke, fake_runner: FakeRunner) -> None:
+    fake_runner.unreachable[UNREACHABLE] = SSH_FAILURE
+    result = cli("provision", UNREACHABLE, "--yes")
+    assert result.exit_code == 3
+    assert one_error_line(result).endswith("nothing was changed")
+    assert fake_runner.playbooks == ["facts.yml"]
+
+
+def test_provision_failed_run_exits_5(
+    cli: Invoke, fake_runner: FakeRunner, stub_verify: StubVerify, host_facts
+) -> None:
+    fake_runner.facts["localhost"] = host_facts("2x1080ti")
+    fake_runner.site_status = "failed"
+    fake_runner.site_stats["localhost"] = HostStats(ok=20, changed=3, failures=1)
+    fake_runner.site_failed_tasks["localhost"] = [("Install the NVIDIA driver packages", "No package matching")]
+    result = cli("provision", "localhost", "--yes")
+    assert result.exit_code == 5
+    assert "localhost failed at 'Install the NVIDIA driver packages': No package matching" in result.stdout
+    assert flat(result.stderr) == "provision failed: fix the cause above and run the same command again"
+    assert stub_verify.calls == []
+
+
+def test_provision_unreachable_during_the_run_exits_3(
+    cli: Invoke, fake_runner: FakeRunner, stub_verify: StubVerify, host_facts
+) -> None:
+    fake_runner.facts["localhost"] = host_facts("2x1080ti")
+    fake_runner.site_status = "failed"
+    fake_runner.site_stats["localhost"] = HostStats(ok=20, unreachable=True)
+    result = cli("provision", "localhost", "--yes")
+    assert result.exit_code == 3
+    assert re.search(r"localhost\s+│\s+20\s+│\s+0\s+│\s+0\s+│\s+yes", result.stdout)
+    assert stub_verify.calls == []
+
+
+def test_provision_reboot_required_exits_7(
+    cli: Invoke, fake_runner: FakeRunner, stub_verify: StubVerify, host_facts
+) -> None:
+    fake_runner.facts["localhost"] = host_facts("xps15")
+    fake_runner.site_results["localhost"] = [
+        ("Tell dlsetup that a reboot is required", "ansible.builtin.set_fact",
+         {"ansible_facts": {"dlsetup_reboot_required": True}}),
+    ]  # fmt: skip
+    result = cli("provision", "localhost", "--yes")
+    assert result.exit_code == 7
+    assert "reboot, then run the same command again" in flat(result.stderr)
+    assert "reboot required on localhost" in flat(result.stderr)
+    assert stub_verify.calls == []  # verifying before the reboot would only report the old driver
+
+
+def test_provision_check_mode_does_not_ask_for_a_reboot(cli: Invoke, fake_runner: FakeRunner, host_facts) -> None:
+    # in check mode the driver role's handlers still run and set the fact, though nothing was installed
+    fake_runner.facts["localhost"] = host_facts("xps15")
+    fake_runner.site_stats["localhost"] = HostStats(ok=30, changed=5)
+    fake_runner.site_results["localhost"] = [
+        ("Tell dlsetup that a reboot is required", "ansible.builtin.set_fact",
+         {"ansible_facts": {"dlsetup_reboot_required": True}}),
+    ]  # fmt: skip
+    result = cli("provision", "localhost", "--check")
+    assert result.exit_code == 0, result.output
+    assert "check mode: 5 task(s) would change; nothing was changed" in result.stdout
+    assert "check mode: a reboot would be required on localhost" in result.stdout
+    assert "run the same command again" not in result.output
+
+
+def test_provision_a_cleared_reboot_fact_does_not_stop(
+    cli: Invoke, fake_runner: FakeRunner, stub_verify: StubVerify, host_facts
+) -> None:
+    fake_runner.facts["localhost"] = host_facts("h200")
+    fake_runner.site_results["localhost"] = [
+        ("Tell dlsetup", "ansible.builtin.set_fact", {"ansible_facts": {"dlsetup_reboot_required": True}}),
+        ("Tell dlsetup", "ansible.builtin.set_fact", {"ansible_facts": {"dlsetup_reboot_required": False}}),
+    ]
+    stub_verify.hosts["localhost"] = report_entry(("gpu.count", "pass", "1 NVIDIA GPU(s)"))
+    result = cli("provision", "localhost", "--yes")
+    assert result.exit_code == 0, result.output
+    assert len(stub_verify.calls) == 1
+
+
+def test_provision_applies_then_verifies(
+    cli: Invoke, fake_runner: FakeRunner, stub_verify: StubVerify, host_facts
+) -> None:
+    fake_runner.facts["localhost"] = host_facts("h200")
+    stub_verify.hosts["localhost"] = report_entry(("gpu.count", "pass", "1 NVIDIA GPU(s)"))
+    result = cli("provision", "localhost", "--yes", "--expect", "gpu_count=1")
+    assert result.exit_code == 0, result.output
+    # facts, the run, then facts again for the verification (the driver may answer only now)
+    assert fake_runner.playbooks == ["facts.yml", "site.yml", "facts.yml"]
+    site = fake_runner.calls[1]
+    assert site.kwargs["check"] is False
+    assert site.kwargs["kind"] == "provision"
+    (call,) = stub_verify.calls
+    assert call["work_dir"] == site.result.run_dir / "verify"
+    assert call["expectations"]["localhost"].to_dict() == {"gpu_count": 1}
+    assert "localhost: PASSED" in result.stdout
+
+
+def test_provision_does_not_pass_a_host_it_could_not_verify(
+    cli: Invoke, fake_runner: FakeRunner, stub_verify: StubVerify, host_facts
+) -> None:
+    # both hosts are planned and provisioned; after the run one cannot be read any more
+    fake_runner.facts.update({"localhost": host_facts("h200"), UNREACHABLE: host_facts("2x1080ti")})
+    fake_runner.unreachable_after_site[UNREACHABLE] = SSH_FAILURE
+    stub_verify.hosts["localhost"] = report_entry(("gpu.count", "pass", "1 NVIDIA GPU(s)"))
+    result = cli("provision", "localhost", UNREACHABLE, "--yes")
+    assert fake_runner.playbooks == ["facts.yml", "site.yml", "facts.yml"]
+    assert list(stub_verify.calls[0]["facts"]) == ["localhost"]
+    assert result.exit_code == 6, result.output
+    assert f"{UNREACHABLE}: FAILED" in result.stdout
+    assert re.search(r"host\.reachable\s.*fail\s.*unreachable: Failed to connect", result.stdout)
+
+
+def test_provision_with_no_host_left_to_verify_runs_no_suite(
+    cli: Invoke, fake_runner: FakeRunner, stub_verify: StubVerify, host_facts
+) -> None:
+    fake_runner.facts[UNREACHABLE] = host_facts("2x1080ti")
+    fake_runner.unreachable_after_site[UNREACHABLE] = SSH_FAILURE
+    result = cli("provision", UNREACHABLE, "--yes")
+    assert result.exit_code == 6, result.output
+    assert stub_verify.calls == []
+    assert f"{UNREACHABLE}: FAILED" in result.stdout
+
+
+def test_provision_shows_live_progress(cli: Invoke, fake_runner: FakeRunner, host_facts) -> None:
+    fake_runner.facts["localhost"] = host_facts("2x1080ti")
+    task = "Install the NVIDIA driver packages"
+    fake_runner.site_events = [
+        {"event": "playbook_on_task_start", "event_data": {"task": task}},
+        {"event": "runner_on_ok", "event_data": {"host": "localhost", "task": task, "res": {"changed": True}}},
+        {"event": "runner_on_ok", "event_data": {"host": "localhost", "task": "Probe", "res": {"changed": False}}},
+        {"event": "runner_on_failed",
+         "event_data": {"host": "localhost", "task": task, "res": {"msg": "first line [x]\nsecond line"}}},
+    ]  # fmt: skip
+    result = cli("provision", "localhost", "--check")
+    lines = result.stdout.splitlines()
+    assert f"TASK {task}" in lines
+    assert f"  changed localhost: {task}" in lines
+    assert f"  failed  localhost: {task}: first line [x]" in lines
+    assert "second line" not in result.stdout
+    assert "Probe" not in result.stdout  # unchanged tasks make no line
+
+
+def test_provision_verification_failure_exits_6(
+    cli: Invoke, fake_runner: FakeRunner, stub_verify: StubVerify, host_facts
+) -> None:
+    fake_runner.facts["localhost"] = host_facts("h200")
+    stub_verify.hosts["localhost"] = report_entry(("framework.pytorch", "fail", "PyTorch does not import"))
+    result = cli("provision", "localhost", "--yes")
+    assert result.exit_code == 6
+    assert "localhost: FAILED" in result.stdout
+
+
+def test_provision_no_verify(cli: Invoke, fake_runner: FakeRunner, stub_verify: StubVerify, host_facts) -> None:
+    fake_runner.facts["localhost"] = host_facts("h200")
+    result = cli("provision", "localhost", "--yes", "--no-verify")
+    assert result.exit_code == 0, result.output
+    assert fake_runner.playbooks == ["facts.yml", "site.yml"]
+    assert stub_verify.calls == []
+
+
+def test_provision_without_yes_on_a_pipe_does_not_prompt(
+    cli: Invoke, fake_runner: FakeRunner, stub_verify: StubVerify, host_facts
+) -> None:
+    # stdin is not a terminal under CliRunner: no question is asked (automation), the run goes ahead
+    fake_runner.facts["localhost"] = host_facts("h200")
+    stub_verify.hosts["localhost"] = report_entry(("gpu.count", "pass", "1 NVIDIA GPU(s)"))
+    result = cli("provision", "localhost")
+    assert result.exit_code == 0, result.output
+    assert "Apply this plan?" not in result.output
+    assert "site.yml" in fake_runner.playbooks
+
+
+def test_provision_names_hardware_drift(
+    cli: Invoke, fake_runner: FakeRunner, stub_verify: StubVerify, host_facts
+) -> None:
+    facts = host_facts("2x1080ti")
+    fake_runner.facts["localhost"] = facts
+    keep = {k: facts["gpus"][0][k] for k in ("pci_bus_id", "pci_id", "subsystem_id", "pci_name")}
+    # what the last provision recorded: the first 1080 Ti, and a TITAN X (Pascal) where the second one is now
+    gone = {"pci_bus_id": "0000:06:00.0", "pci_id": "10de:1b00", "subsystem_id": "10de:119a",
+            "pci_name": "GP102 [TITAN X]"}  # fmt: skip
+    previous_plan = resolve_stack(request_from_facts(facts, {})).to_dict()
+    previous_plan["driver"]["branch"] = "535"
+    fake_runner.previous_state["localhost"] = {"gpus": [keep, gone], "plan": previous_plan}
+    result = cli("provision", "localhost", "--check")
+    assert result.exit_code == 0, result.output
+    lines = [flat(line) for line in result.stdout.splitlines()]
+    assert "hardware changed since the last provision: - GPU GP102 [TITAN X] (10de:1b00) at 0000:06:00.0" in lines
+    assert "hardware changed since the last provision: + GPU GeForce GTX 1080 Ti (10de:1b06) at 0000:06:00.0" in lines
+    assert not any("0000:05:00.0" in line for line in lines if "hardware changed" in line)
+    assert "plan changed: driver branch: 535 -> 580" in lines
+
+
+def test_provision_without_previous_state_reports_no_drift(cli: Invoke, fake_runner: FakeRunner, host_facts) -> None:
+    fake_runner.facts["localhost"] = host_facts("2x1080ti")
+    result = cli("provision", "localhost", "--check")
+    assert result.exit_code == 0, result.output
+    assert "hardware changed" not in result.stdout
+    assert "plan changed" not in result.stdout
+
+
+# ------------------------------------------------------------------------------------------------
+# for real, on this machine (no mocks)
+
+
+def _has_nvidia_gpu() -> bool:
+    devices = Path("/sys/bus/pci/devices")
+    if Path("/proc/driver/nvidia/version").exists():
+        return True
+    if not devices.is_dir():
+        return False
+    for device in devices.iterdir():
+        try:
+            vendor = (device / "vendor").read_text().strip()
+            pci_class = (device / "class").read_text().strip()
+        except OSError:
+            continue
+        if vendor == "0x10de" and pci_class[:6] in ("0x0300", "0x0302"):
+            return True
+    return False
+
+
+no_gpu_here = pytest.mark.skipif(_has_nvidia_gpu(), reason="these checks describe a host without an NVIDIA GPU")
+
+
+@no_gpu_here
+def test_real_facts_localhost(cli: Invoke, state_dir: Path) -> None:
+    result = cli("facts", "localhost", "--format", "json")
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    assert list(payload) == ["hosts"]
+    facts = payload["hosts"]["localhost"]
+    assert list(facts) == FACT_KEYS
+    assert facts["gpus"] == []
+    assert facts["driver"]["error"] is None
+    assert isinstance(facts["memory_mib"], int) and facts["memory_mib"] > 0
+    assert facts["os"]["kernel"] == os.uname().release
+    # the run left its log under the state dir, not in the user's home
+    assert any((state_dir / "runs").iterdir())
+
+
+@no_gpu_here
+def test_real_verify_localhost(cli: Invoke) -> None:
+    result = cli("verify", "localhost", "--format", "json")
+    assert result.exit_code == 0, result.output
+    entry = json.loads(result.stdout)["hosts"]["localhost"]
+    assert entry["passed"] is True
+    checks = {c["id"]: c for c in entry["checks"]}
+    assert checks["gpu.count"]["status"] == "skip"
+    assert checks["gpu.count"]["message"].startswith("no NVIDIA GPU")
+    assert checks["driver.loaded"]["status"] == "skip"
+    assert all(c["status"] != "fail" for c in entry["checks"])
