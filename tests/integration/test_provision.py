@@ -145,7 +145,11 @@ def test_gpu_rig_gets_debians_driver(fleet, tmp_path, monkeypatch):
     assert " ok installed " in installed.stdout, installed.stdout + installed.stderr
     held = rig.run("apt-mark showhold").stdout.split()
     assert "nvidia-driver" in held
-    assert rig.run("test -f /etc/modprobe.d/dlsetup-blacklist-nouveau.conf").returncode == 0
+    # the branch is pinned for apt as well as held
+    pin = rig.run("cat /etc/apt/preferences.d/dlsetup-nvidia-driver").stdout
+    assert "Pin: version 550." in pin, pin
+    # a container has no kernel of its own: nouveau, initramfs and reboot steps are skipped, not faked
+    assert rig.run("test -e /etc/modprobe.d/dlsetup-blacklist-nouveau.conf").returncode == 1
     state = json.loads(rig.run("cat /etc/ansible/facts.d/dlsetup.fact").stdout)
     assert [g["pci_id"] for g in state["gpus"]] == ["10de:1b06", "10de:1b06"]
     failures, changed = changed_on_rerun(inventory, "rig", RIG_TAGS.split(","))
