@@ -19,6 +19,8 @@ from dlsetup.errors import EXIT_INTERNAL, ConfigError, DlsetupError, Unreachable
 app = typer.Typer(
     help="Provision and verify deep-learning machines: the right NVIDIA driver, CUDA and framework build for "
     "the GPUs actually installed.",
+    epilog="Exit codes: 0 ok, 1 internal error, 2 bad input, 3 unreachable host, 4 no supported stack, "
+    "5 Ansible run failed, 6 verification failed, 7 reboot required (then run the same command again).",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -29,7 +31,9 @@ err = Console(stderr=True, highlight=False, soft_wrap=True)
 STATE: dict[str, bool] = {"debug": False}
 T = TypeVar("T")
 
-Hosts = Annotated[list[str], typer.Argument(help="localhost, [user@]host[:port], or inventory hosts/groups.")]
+Hosts = Annotated[
+    list[str], typer.Argument(help="localhost, user@host:port (user and port optional), or inventory hosts/groups.")
+]
 Inventory = Annotated[
     Path | None, typer.Option("-i", "--inventory", help="Ansible inventory (YAML/INI) for named hosts and groups.")
 ]
