@@ -35,10 +35,40 @@ REQUIRED_FILES = (
 )
 # Keys of a task that are not its action.
 TASK_KEYWORDS = {
-    "name", "when", "register", "loop", "loop_control", "with_items", "notify", "listen", "tags", "vars",
-    "become", "become_user", "changed_when", "failed_when", "check_mode", "environment", "args", "delegate_to",
-    "run_once", "no_log", "diff", "until", "retries", "delay", "ignore_errors", "block", "rescue", "always",
-    "any_errors_fatal", "throttle", "timeout", "module_defaults", "debugger", "collections",
+    "name",
+    "when",
+    "register",
+    "loop",
+    "loop_control",
+    "with_items",
+    "notify",
+    "listen",
+    "tags",
+    "vars",
+    "become",
+    "become_user",
+    "changed_when",
+    "failed_when",
+    "check_mode",
+    "environment",
+    "args",
+    "delegate_to",
+    "run_once",
+    "no_log",
+    "diff",
+    "until",
+    "retries",
+    "delay",
+    "ignore_errors",
+    "block",
+    "rescue",
+    "always",
+    "any_errors_fatal",
+    "throttle",
+    "timeout",
+    "module_defaults",
+    "debugger",
+    "collections",
 }
 BLOCK_KEYS = ("block", "rescue", "always")
 
@@ -289,8 +319,12 @@ def test_missing_components_reuse_the_hosts_uris_and_keyring() -> None:
     stanzas = SRC.missing_stanzas(entries, SUITES, WANTED, KEYRING)
     assert stanzas == [
         {"uris": [MIRROR], "suites": ["bookworm", "bookworm-updates"], "components": WANTED, "signed_by": KEYRING},
-        {"uris": [SECURITY], "suites": ["bookworm-security"], "components": ["contrib", "non-free"],
-         "signed_by": KEYRING},
+        {
+            "uris": [SECURITY],
+            "suites": ["bookworm-security"],
+            "components": ["contrib", "non-free"],
+            "signed_by": KEYRING,
+        },
     ]
 
 
@@ -308,8 +342,12 @@ def test_one_line_sources_and_components_spread_over_files() -> None:
     # no Signed-By in the host's line for bookworm -> the Debian keyring; cdrom entries are never copied.
     assert stanzas == [
         {"uris": [MIRROR], "suites": ["bookworm"], "components": ["non-free"], "signed_by": KEYRING},
-        {"uris": [f"{MIRROR}/"], "suites": ["bookworm-updates"], "components": ["non-free", "non-free-firmware"],
-         "signed_by": "/k.gpg"},
+        {
+            "uris": [f"{MIRROR}/"],
+            "suites": ["bookworm-updates"],
+            "components": ["non-free", "non-free-firmware"],
+            "signed_by": "/k.gpg",
+        },
     ]
 
 
