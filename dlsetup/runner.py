@@ -79,7 +79,8 @@ def state_dir() -> Path:
 def new_run_dir(kind: str) -> Path:
     runs = state_dir() / "runs"
     runs.mkdir(parents=True, exist_ok=True)
-    old = sorted(p for p in runs.iterdir() if p.is_dir())
+    # oldest first by creation order (names can tie within one second)
+    old = sorted((p for p in runs.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime_ns)
     for stale in old[: max(0, len(old) - KEEP_RUNS + 1)]:
         shutil.rmtree(stale, ignore_errors=True)
     run_dir = runs / f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-{kind}"
