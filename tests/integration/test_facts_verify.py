@@ -137,31 +137,20 @@ def test_bad_input_is_one_line_before_anything_runs(dressed, tmp_path):
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
 
 
-def test_standalone_pytest_suite(dressed, tmp_path):
+def standalone_suite(hosts: str, inventory: Path, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """The verification suite run on its own, as the README shows (no dlsetup context file)."""
     env = dict(os.environ)
     env.pop("DLSETUP_VERIFY_CONTEXT", None)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    res = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "--pyargs",
-            "dlsetup.verify_suite",
-            "-p",
-            "no:cacheprovider",
-            "--hosts=ansible://rigs",
-            f"--ansible-inventory={dressed}",
-            "-q",
-            "-rs",
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=tmp_path,
-        timeout=600,
-        check=False,
-    )
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "--pyargs", "dlsetup.verify_suite", "-p", "no:cacheprovider",
+         f"--hosts={hosts}", f"--ansible-inventory={inventory}", "-q", "-rs"],
+        capture_output=True, text=True, env=env, cwd=cwd, timeout=600, check=False,
+    )  # fmt: skip
+
+
+def test_standalone_pytest_suite(dressed, tmp_path):
+    res = standalone_suite("ansible://rigs", dressed, tmp_path)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-2000:]
     assert "passed" in res.stdout
     # and it fails when the inventory expects something else
@@ -169,24 +158,5 @@ def test_standalone_pytest_suite(dressed, tmp_path):
     inv = yaml.safe_load(dressed.read_text())
     inv["all"]["hosts"]["deb12"]["dlsetup_expect"] = {**RIG_EXPECT, "gpu_count": 4}
     broken.write_text(yaml.safe_dump(inv))
-    res = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "--pyargs",
-            "dlsetup.verify_suite",
-            "-p",
-            "no:cacheprovider",
-            "--hosts=ansible://deb12",
-            f"--ansible-inventory={broken}",
-            "-q",
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=tmp_path,
-        timeout=600,
-        check=False,
-    )
+    res = standalone_suite("ansible://deb12", broken, tmp_path)
     assert res.returncode == 1 and "gpu.count" in res.stdout
