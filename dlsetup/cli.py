@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 import json
 import sys
 from collections.abc import Callable
@@ -212,6 +213,9 @@ def provision(
     expect: Annotated[list[str], typer.Option("--expect", help="KEY=VALUE expectation for the final verify.")] = [],  # noqa: B006
     no_verify: Annotated[bool, typer.Option("--no-verify", help="Skip the verification after the run.")] = False,
     junit_xml: Annotated[Path | None, typer.Option("--junit-xml", help="JUnit XML of the final verify.")] = None,
+    ask_become_pass: Annotated[
+        bool, typer.Option("--ask-become-pass", "-K", help="Ask for the sudo password of the remote user.")
+    ] = False,
 ) -> None:
     """Install the planned driver, CUDA and DL stack; re-runs converge; then verify."""
     targets = _guard(lambda: commands.load_targets(hosts, inventory))
@@ -234,6 +238,7 @@ def provision(
     if not check and not yes and sys.stdin.isatty() and not typer.confirm("Apply this plan?", default=False):
         err.print("nothing was changed")
         raise typer.Exit(0)
+    become_password = getpass.getpass("BECOME (sudo) password: ") if ask_become_pass else None
     outcome = _guard(
         lambda: commands.provision(
             targets,
@@ -245,6 +250,7 @@ def provision(
             run_verify=not no_verify,
             junit_xml=junit_xml,
             on_event=ui.Progress(out),
+            become_password=become_password,
         )
     )
     ui.render_run_summary(out, outcome.run)

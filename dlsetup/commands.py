@@ -121,6 +121,7 @@ def provision(
     run_verify: bool,
     junit_xml: Path | None,
     on_event: EventCallback | None = None,
+    become_password: str | None = None,
 ) -> ProvisionOutcome:
     """Apply each host's plan with site.yml; then verify (unless check mode or the run failed)."""
     host_vars = {}
@@ -137,6 +138,7 @@ def provision(
         tags=tags,
         on_event=on_event,
         kind="check" if check else "provision",
+        become_password=become_password,
     )
     reboot = [n for n in plans if run.fact(n, "dlsetup_reboot_required")]
     outcome = ProvisionOutcome(run, reboot)

@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from dlsetup.errors import ConfigError, DlsetupError
 from dlsetup.targets import TargetSet
 
 KEEP_RUNS = 30
+BECOME_PROMPT = r"^BECOME password.*:\s*?$"
 EventCallback = Callable[[dict[str, Any]], None]
 
 
@@ -83,10 +85,9 @@ def new_run_dir(kind: str) -> Path:
     old = sorted((p for p in runs.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime_ns)
     for stale in old[: max(0, len(old) - KEEP_RUNS + 1)]:
         shutil.rmtree(stale, ignore_errors=True)
-    run_dir = runs / f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-{kind}"
-    run_dir.mkdir()
-    os.chmod(run_dir, 0o700)  # the event log holds host variables
-    return run_dir
+    # unique even for two runs of one kind within a second; mkdtemp makes it 0700 (the event log holds host
+    # variables)
+    return Path(tempfile.mkdtemp(prefix=f"{time.strftime('%Y%m%d-%H%M%S')}-{kind}-", dir=runs))
 
 
 def _ensure_ansible_on_path() -> None:
@@ -155,6 +156,7 @@ def run_playbook(
     forks: int | None = None,
     on_event: EventCallback | None = None,
     kind: str = "run",
+    become_password: str | None = None,
 ) -> RunResult:
     """Run a shipped playbook on ``targets`` and collect per-host results from events and stats.
 
@@ -184,6 +186,11 @@ def run_playbook(
         cmdline.append("--check")
     if diff:
         cmdline.append("--diff")
+    passwords: dict[str, str] = {}
+    if become_password is not None:
+        # answered through ansible-runner's pexpect prompt handling: never written to the run dir or a log
+        cmdline.append("--ask-become-pass")
+        passwords[BECOME_PROMPT] = become_password
     runner = ansible_runner.run(
         private_data_dir=str(run_dir),
         playbook=str(paths.playbook(playbook)),
@@ -197,6 +204,7 @@ def run_playbook(
         quiet=True,
         event_handler=handle,
         suppress_env_files=True,
+        passwords=passwords or None,
     )
     result.status = str(runner.status)
     result.rc = int(runner.rc if runner.rc is not None else -1)

@@ -50,3 +50,28 @@ def test_run_dirs_are_private_and_rotated(tmp_path, monkeypatch):
     assert len(left) == runner.KEEP_RUNS
     assert left == sorted(made[-runner.KEEP_RUNS :])
     assert (made[-1].stat().st_mode & 0o777) == 0o700
+
+
+def test_become_password_goes_to_the_prompt_not_to_disk(tmp_path, monkeypatch):
+    """-K: the password answers ansible-playbook's BECOME prompt through ansible-runner and is written nowhere."""
+    monkeypatch.setenv("DLSETUP_STATE_DIR", str(tmp_path))
+    seen = {}
+
+    class FakeRunner:
+        status, rc, stats = "successful", 0, {}
+
+    def fake_run(**kwargs):
+        seen.update(kwargs)
+        return FakeRunner()
+
+    monkeypatch.setattr(runner.ansible_runner, "run", fake_run)
+    from dlsetup.targets import resolve_targets
+
+    runner.run_playbook("site.yml", resolve_targets(["localhost"]), become_password="s3cret-pw", kind="provision")
+    assert "--ask-become-pass" in seen["cmdline"]
+    assert seen["passwords"] == {runner.BECOME_PROMPT: "s3cret-pw"}
+    assert "s3cret-pw" not in repr(seen["extravars"]) + repr(seen["envvars"])
+    written = [p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()]
+    assert written and not any(b"s3cret-pw" in data for data in written)
+    runner.run_playbook("site.yml", resolve_targets(["localhost"]), kind="provision")
+    assert seen["passwords"] is None and seen["cmdline"] is None
