@@ -193,6 +193,7 @@ def unreachable_entry(reason: str) -> dict[str, Any]:
 
 def reboot_error(hosts: Sequence[str]) -> RebootRequiredError:
     return RebootRequiredError(
-        f"reboot required on {', '.join(hosts)} to load the NVIDIA kernel module: "
+        # the nvidia_driver role (a kernel module) or the laptop role (kernel command line, PRIME) asked for it
+        f"reboot required on {', '.join(hosts)} to load the new kernel module or settings: "
         "reboot, then run the same command again"
     )

@@ -3,7 +3,8 @@
 Exit codes (documented in docs/cli.md):
   0 success, 1 unexpected internal error, 2 bad input (config/inventory/expectations/arguments),
   3 host unreachable, 4 no supported stack for this hardware/OS, 5 Ansible run failed,
-  6 verification failed, 7 reboot required before continuing (run the same command again after it).
+  6 verification failed, 7 reboot required before continuing (run the same command again after it),
+  128 + N stopped by signal N: 130 Ctrl-C (SIGINT), 143 SIGTERM (run the same command again to converge).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ EXIT_UNSUPPORTED = 4
 EXIT_RUN_FAILED = 5
 EXIT_VERIFY_FAILED = 6
 EXIT_REBOOT_REQUIRED = 7
+EXIT_INTERRUPTED = 130  # 128 + SIGINT; a run stopped by signal N exits 128 + N
 
 
 class DlsetupError(Exception):
@@ -70,3 +72,14 @@ class RebootRequiredError(DlsetupError):
     """The machine running dlsetup must reboot before the run can continue."""
 
     exit_code = EXIT_REBOOT_REQUIRED
+
+
+class InterruptedRunError(DlsetupError):
+    """A signal (Ctrl-C's SIGINT, or SIGTERM) stopped an Ansible run; the exit code is 128 + the signal number."""
+
+    exit_code = EXIT_INTERRUPTED
+
+    def __init__(self, signum: int, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.signum = signum
+        self.exit_code = 128 + signum

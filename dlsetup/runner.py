@@ -7,13 +7,16 @@ log (``artifacts/*/stdout``) and events stay for the user to read.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import signal
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +25,7 @@ import ansible_runner
 import yaml
 
 from dlsetup import paths
-from dlsetup.errors import ConfigError, DlsetupError
+from dlsetup.errors import ConfigError, DlsetupError, InterruptedRunError
 from dlsetup.targets import TargetSet
 
 KEEP_RUNS = 30
@@ -144,6 +147,31 @@ def _inventory_sources(targets: TargetSet, run_dir: Path) -> list[str]:
     return sources
 
 
+@contextlib.contextmanager
+def _stop_on_signal() -> Iterator[list[int]]:
+    """While a playbook runs, SIGINT and SIGTERM are recorded in the list yielded instead of acted on at once.
+
+    The list is ansible-runner's cancel callback: ansible-runner then kills ansible-playbook's process group and
+    the run ends as "canceled". Without a callback of ours, ansible-runner installs handlers of its own for both
+    signals and never restores them: an interrupted run surfaced as an internal error (exit 1), and a Ctrl-C
+    after the first run (planning, verify) was ignored.
+    """
+    received: list[int] = []
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
+        yield received
+        return
+
+    def record(signum: int, frame: object) -> None:
+        received.append(signum)
+
+    previous = {signum: signal.signal(signum, record) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield received
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+
+
 def run_playbook(
     playbook: str,
     targets: TargetSet,
@@ -191,23 +219,32 @@ def run_playbook(
         # answered through ansible-runner's pexpect prompt handling: never written to the run dir or a log
         cmdline.append("--ask-become-pass")
         passwords[BECOME_PROMPT] = become_password
-    runner = ansible_runner.run(
-        private_data_dir=str(run_dir),
-        playbook=str(paths.playbook(playbook)),
-        inventory=sources,
-        limit=",".join(targets.names),
-        extravars=dict(extravars or {}),
-        envvars=paths.ansible_env(),
-        cmdline=" ".join(cmdline) or None,
-        tags=",".join(tags) or None,
-        forks=forks or max(5, len(targets.names)),
-        quiet=True,
-        event_handler=handle,
-        suppress_env_files=True,
-        passwords=passwords or None,
-    )
+    with _stop_on_signal() as signals:
+        runner = ansible_runner.run(
+            private_data_dir=str(run_dir),
+            playbook=str(paths.playbook(playbook)),
+            inventory=sources,
+            limit=",".join(targets.names),
+            extravars=dict(extravars or {}),
+            envvars=paths.ansible_env(),
+            cmdline=" ".join(cmdline) or None,
+            tags=",".join(tags) or None,
+            forks=forks or max(5, len(targets.names)),
+            quiet=True,
+            event_handler=handle,
+            suppress_env_files=True,
+            passwords=passwords or None,
+            cancel_callback=lambda: bool(signals),
+        )
     result.status = str(runner.status)
     result.rc = int(runner.rc if runner.rc is not None else -1)
+    if signals:
+        raise InterruptedRunError(
+            signals[0],
+            f"{signal.Signals(signals[0]).name} stopped the {kind} run on {', '.join(targets.names)}; "
+            f"log: {result.log_path}",
+            hint="a task already started on a host may still finish there; run the same command again to converge",
+        )
     for host, stat in _stats(runner.stats).items():
         result.stats[host] = stat
     if result.status not in {"successful", "failed"} and not result.stats:

@@ -4,6 +4,7 @@ import pytest
 
 from dlsetup import runner
 from dlsetup.errors import ConfigError
+from dlsetup.targets import resolve_targets
 
 
 def test_valid_inventory_is_listed(tmp_path):
@@ -65,8 +66,6 @@ def test_become_password_goes_to_the_prompt_not_to_disk(tmp_path, monkeypatch):
         return FakeRunner()
 
     monkeypatch.setattr(runner.ansible_runner, "run", fake_run)
-    from dlsetup.targets import resolve_targets
-
     runner.run_playbook("site.yml", resolve_targets(["localhost"]), become_password="s3cret-pw", kind="provision")
     assert "--ask-become-pass" in seen["cmdline"]
     assert seen["passwords"] == {runner.BECOME_PROMPT: "s3cret-pw"}
