@@ -21,7 +21,8 @@ app = typer.Typer(
     help="Provision and verify deep-learning machines: the right NVIDIA driver, CUDA and framework build for "
     "the GPUs actually installed.",
     epilog="Exit codes: 0 ok, 1 internal error, 2 bad input, 3 unreachable host, 4 no supported stack, "
-    "5 Ansible run failed, 6 verification failed, 7 reboot required (then run the same command again).",
+    "5 Ansible run failed, 6 verification failed, 7 reboot required (then run the same command again), "
+    "130/143 interrupted (run it again to converge).",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,

@@ -124,11 +124,8 @@ def provision(
     become_password: str | None = None,
 ) -> ProvisionOutcome:
     """Apply each host's plan with site.yml; then verify (unless check mode or the run failed)."""
-    host_vars = {}
-    for name, host_plan in plans.items():
-        extravars = dict(host_plan.plan.to_extravars())
-        extravars["dlsetup_plan"] = host_plan.plan.to_dict()
-        host_vars[name] = extravars
+    # to_extravars() carries the role variables and the whole plan (dlsetup_plan) for the state file
+    host_vars = {name: host_plan.plan.to_extravars() for name, host_plan in plans.items()}
     run = runner.run_playbook(
         "site.yml",
         targets,
@@ -159,7 +156,8 @@ def verify_hosts(
     load: bool = False,
     junit_xml: Path | None = None,
 ) -> verify.VerifyReport:
-    """Run the testinfra suite. After a provision, facts are gathered again: the driver may answer now."""
+    """Run the testinfra suite on ``facts``. After a provision (``run`` given) the facts are gathered again
+    instead, since the driver may answer now where it did not before."""
     lost: dict[str, str] = {}
     if run is not None:
         refreshed = gather.gather(targets)

@@ -1,6 +1,6 @@
 """One exception hierarchy; the CLI turns each into one line and its exit code.
 
-Exit codes (documented in docs/cli.md):
+Exit codes (documented in the README and `dlsetup --help`):
   0 success, 1 unexpected internal error, 2 bad input (config/inventory/expectations/arguments),
   3 host unreachable, 4 no supported stack for this hardware/OS, 5 Ansible run failed,
   6 verification failed, 7 reboot required before continuing (run the same command again after it),
