@@ -60,20 +60,11 @@ QUERY_FIELDS = (
     "persistence_mode",
     "compute_cap",
 )
-LEGACY_QUERY_FIELDS = (
-    "index",
-    "name",
-    "uuid",
-    "pci.bus_id",
-    "pci.device_id",
-    "memory.total",
-    "driver_version",
-    "pcie.link.gen.current",
-    "pcie.link.gen.max",
-    "pcie.link.width.current",
-    "pcie.link.width.max",
-    "persistence_mode",
-)
+# The same query for 470 and older: the deprecated pcie.link.gen.current in place of gpucurrent, without the
+# fields those drivers reject.
+_LEGACY_RENAMED = {"pcie.link.gen.gpucurrent": "pcie.link.gen.current"}
+_LEGACY_ABSENT = frozenset(("pcie.link.gen.gpumax", "compute_cap"))
+LEGACY_QUERY_FIELDS = tuple(_LEGACY_RENAMED.get(f, f) for f in QUERY_FIELDS if f not in _LEGACY_ABSENT)
 LEGACY_DRIVER_MAX_MAJOR = 470
 QUERY_FORMAT = "--format=csv,noheader,nounits"
 
