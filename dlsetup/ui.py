@@ -24,12 +24,14 @@ def render_facts(console: Console, name: str, facts: Mapping[str, Any]) -> None:
     machine = facts.get("machine") or {}
     cpu = facts.get("cpu") or {}
     console.rule(f"[bold]{name}")
-    console.print(
-        f"OS       {_val(os_.get('pretty_name') or os_.get('id'))} ({_val(os_.get('codename'))}), "
-        f"kernel {_val(os_.get('kernel'))}"
-    )
-    virt = f" [{machine['virtualization']}]" if machine.get("virtualization") else ""
-    console.print(f"Machine  {_val(machine.get('vendor'))} {_val(machine.get('product'))}{virt}")
+    os_name = os_.get("pretty_name") or " ".join(str(os_.get(k)) for k in ("id", "version") if os_.get(k)) or None
+    codename = os_.get("codename")
+    if os_name and codename and str(codename) not in os_name:
+        os_name = f"{os_name} ({codename})"
+    console.print(f"OS       {_val(os_name)}, kernel {_val(os_.get('kernel'))}")
+    virt = escape(f" [{machine['virtualization']}]") if machine.get("virtualization") else ""
+    model = " ".join(str(machine[k]) for k in ("vendor", "product") if machine.get(k)) or "unknown (no DMI data)"
+    console.print(f"Machine  {escape(model)}{virt}")
     console.print(
         f"CPU      {_val(cpu.get('model'))}, {_val(cpu.get('cores'))} cores / {_val(cpu.get('threads'))} threads"
     )
