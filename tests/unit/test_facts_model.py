@@ -8,11 +8,13 @@ import json
 import os
 import re
 import subprocess
+import typing
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from dlsetup import facts as facts_module
 from dlsetup import hwparse
 from dlsetup.errors import EXIT_INTERNAL, DlsetupError
 from dlsetup.facts import (
@@ -181,3 +183,9 @@ def test_every_error_kind_is_accepted():
         data = _host()
         data["driver"]["error"] = {"kind": kind, "message": "m", "hint": "h"}
         assert HostFacts.from_dict(data).driver.error == DriverError(kind, "m", "h")
+
+
+def test_error_kind_type_matches_the_module_list():
+    """facts.ErrorKind (for type checking) and hwparse.ERROR_KINDS (what the module emits and facts validates
+    against) are one list written twice, since hwparse must stay stdlib-only: keep them from drifting."""
+    assert typing.get_args(facts_module.ErrorKind) == hwparse.ERROR_KINDS
