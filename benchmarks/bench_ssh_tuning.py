@@ -22,8 +22,10 @@ sys.path.insert(0, str(REPO / "tests" / "integration"))
 
 import harness as h  # noqa: E402
 
-from dlsetup import gather, paths, runner  # noqa: E402
-from dlsetup.targets import resolve_targets  # noqa: E402
+from dlsetup import paths  # noqa: E402
+from dlsetup.config.targets import resolve_targets  # noqa: E402
+from dlsetup.facts import gather  # noqa: E402
+from dlsetup.run import runner  # noqa: E402
 
 UNTUNED = {"ANSIBLE_PIPELINING": "False", "ANSIBLE_SSH_ARGS": "-o ControlMaster=no"}
 

@@ -1,28 +1,35 @@
-"""Command line: parse arguments, call dlsetup.commands, render. No logic lives here."""
+"""Command line: parse the arguments, call :mod:`dlsetup.commands`, render the result with :mod:`dlsetup.ui`.
+
+Every command returns a result or raises a :class:`~dlsetup.errors.DlsetupError`; :func:`_exits` turns errors into
+one line and their exit code, the only place where the process ends otherwise than with success.
+"""
 
 from __future__ import annotations
 
+import functools
 import getpass
 import json
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, TypeVar
+from typing import Annotated, Any, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
-from dlsetup import __version__, commands, ui
-from dlsetup.compat import error_payload, render
-from dlsetup.errors import EXIT_INTERNAL, ConfigError, DlsetupError, UnreachableError, VerifyFailedError
+from dlsetup import __version__, commands
+from dlsetup.errors import EXIT_CODES_TEXT, EXIT_INTERNAL, ConfigError, DlsetupError, InterruptedRunError
+from dlsetup.ui import facts as facts_ui
+from dlsetup.ui import plan as plan_ui
+from dlsetup.ui import run as run_ui
+from dlsetup.ui import verify as verify_ui
 
 app = typer.Typer(
     help="Provision and verify deep-learning machines: the right NVIDIA driver, CUDA and framework build for "
     "the GPUs actually installed.",
-    epilog="Exit codes: 0 ok, 1 internal error, 2 bad input, 3 unreachable host, 4 no supported stack, "
-    "5 Ansible run failed, 6 verification failed, 7 reboot required (then run the same command again), "
-    "130/143 interrupted (run it again to converge).",
+    epilog=EXIT_CODES_TEXT,
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -31,7 +38,8 @@ out = Console(highlight=False)
 # soft_wrap: an error stays one line however narrow the terminal
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 STATE: dict[str, bool] = {"debug": False}
-T = TypeVar("T")
+P = ParamSpec("P")
+R = TypeVar("R")
 
 Hosts = Annotated[
     list[str], typer.Argument(help="localhost, user@host:port (user and port optional), or inventory hosts/groups.")
@@ -43,36 +51,62 @@ Format = Annotated[str, typer.Option("--format", help="table or json.")]
 Pins = Annotated[list[str], typer.Option("--pin", help="KEY=VALUE stack pin, e.g. driver_branch=580 (repeatable).")]
 
 
-def _fail(exc: DlsetupError) -> NoReturn:
-    if STATE["debug"]:
-        raise exc
+def _show(exc: DlsetupError) -> None:
+    if exc.shown:
+        return
+    if exc.verdict:
+        err.print(f"[bold red]{escape(exc.message)}[/bold red]")
+        return
     err.print(f"[bold red]error:[/bold red] {escape(exc.message)}")
     if exc.hint:
         err.print(f"hint: {escape(exc.hint)}")
-    raise typer.Exit(exc.exit_code)
 
 
-def _guard(fn: Callable[[], T]) -> T:
-    try:
-        return fn()
-    except DlsetupError as exc:
-        _fail(exc)
-    except KeyboardInterrupt:
-        err.print("interrupted: re-run the same command to converge")
-        raise typer.Exit(130) from None
-    except Exception as exc:
-        if STATE["debug"]:
+def _exits(command: Callable[P, R]) -> Callable[P, R]:
+    """Run a command; a DlsetupError becomes its line and exit code, Ctrl-C exit 130, anything else exit 1."""
+
+    @functools.wraps(command)
+    def run(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return command(*args, **kwargs)
+        except DlsetupError as exc:
+            if STATE["debug"]:
+                raise
+            _show(exc)
+            raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            stopped = InterruptedRunError(signal.SIGINT, "interrupted: re-run the same command to converge")
+            err.print(stopped.message)
+            raise typer.Exit(stopped.exit_code) from None
+        except typer.Exit:
             raise
-        err.print(
-            f"[bold red]internal error:[/bold red] {type(exc).__name__}: {escape(str(exc))} "
-            "(run with --debug for details)"
-        )
-        raise typer.Exit(EXIT_INTERNAL) from None
+        except Exception as exc:
+            if STATE["debug"]:
+                raise
+            err.print(
+                f"[bold red]internal error:[/bold red] {type(exc).__name__}: {escape(str(exc))} "
+                "(run with --debug for details)"
+            )
+            raise typer.Exit(EXIT_INTERNAL) from None
+
+    return run
 
 
-def _check_format(fmt: str) -> None:
+def _check_format(fmt: str) -> bool:
+    """Whether JSON was asked for; anything but table or json is bad input."""
     if fmt not in ("table", "json"):
-        _fail(ConfigError(f"--format must be table or json, got {fmt!r}"))
+        raise ConfigError(f"--format must be table or json, got {fmt!r}")
+    return fmt == "json"
+
+
+def _json(payload: Any) -> None:
+    out.print_json(json.dumps(payload))
+
+
+def _end(failure: DlsetupError | None, *, quiet: bool = False) -> None:
+    """End a command whose result is rendered: with its failure's exit code (and line, unless ``quiet``)."""
+    if failure is not None:
+        raise failure.as_shown() if quiet else failure
 
 
 def _version(value: bool) -> None:
@@ -90,27 +124,27 @@ def main_options(
 
 
 @app.command()
+@_exits
 def facts(hosts: Hosts, inventory: Inventory = None, fmt: Format = "table") -> None:
     """Report each host's hardware: OS, machine, CPU, RAM, disks, NVIDIA GPUs (from PCI), PCIe links, driver."""
-    _check_format(fmt)
-    targets = _guard(lambda: commands.load_targets(hosts, inventory))
-    result = _guard(lambda: commands.gather_facts(targets))
-    if fmt == "json":
+    as_json = _check_format(fmt)
+    result = commands.facts_command(hosts, inventory)
+    if as_json:
         payload: dict[str, Any] = {"hosts": {n: f.to_dict() for n, f in result.facts.items()}}
         if result.errors:
             payload["errors"] = result.errors
-        out.print_json(json.dumps(payload))
+        _json(payload)
     else:
-        for name in targets.names:
+        for name in result.names:
             if name in result.facts:
-                ui.render_facts(out, name, result.facts[name].to_dict())
+                facts_ui.render_facts(out, name, result.facts[name])
             else:
-                ui.render_host_error(out, name, result.errors.get(name, "no facts"))
-    if result.errors:
-        raise typer.Exit(3)
+                facts_ui.render_host_error(out, name, result.errors.get(name, "no facts"))
+    _end(result.failure)
 
 
 @app.command()
+@_exits
 def verify(
     hosts: Hosts,
     inventory: Inventory = None,
@@ -122,34 +156,19 @@ def verify(
     junit_xml: Annotated[Path | None, typer.Option("--junit-xml", help="Also write JUnit XML here.")] = None,
 ) -> None:
     """Check each host against its expectations (inventory dlsetup_expect and --expect) with the testinfra suite."""
-    _check_format(fmt)
-    targets = _guard(lambda: commands.load_targets(hosts, inventory))
-    expectations = _guard(lambda: commands.expectations_for(targets, expect))
-    gathered = _guard(lambda: commands.gather_facts(targets))
-    facts = {n: f.to_dict() for n, f in gathered.facts.items()}
-    report = _guard(
-        lambda: commands.verify_hosts(targets, facts, expectations, load=load, junit_xml=junit_xml) if facts else None
-    )
-    hosts_report: dict[str, Any] = dict(report.hosts) if report else {}
-    for name, reason in gathered.errors.items():
-        hosts_report[name] = commands.unreachable_entry(reason)
-    payload = {"hosts": {n: hosts_report[n] for n in targets.names if n in hosts_report}}
-    if fmt == "json":
-        out.print_json(json.dumps(payload))
+    as_json = _check_format(fmt)
+    result = commands.verify_command(hosts, inventory, expect_flags=expect, load=load, junit_xml=junit_xml)
+    if as_json:
+        _json(result.report.to_dict())
     else:
-        ui.render_verify(out, payload)
-        if report:
-            out.print(f"log: {report.log_path}")
-    if not all(h["passed"] for h in payload["hosts"].values()):
-        failed = [n for n, h in payload["hosts"].items() if not h["passed"]]
-        if fmt == "table":
-            err.print(f"[bold red]verification failed[/bold red] on {', '.join(failed)}")
-        # docs/verify.md: 6 when a check failed, 3 when a host was unreachable; the higher one when both
-        checks_failed = report is not None and not report.passed
-        raise typer.Exit(VerifyFailedError.exit_code if checks_failed else UnreachableError.exit_code)
+        verify_ui.render_verify(out, result.report)
+        if result.report.log_path is not None:
+            out.print(f"log: {result.report.log_path}")
+    _end(result.failure, quiet=as_json)
 
 
 @app.command()
+@_exits
 def plan(
     hosts: Annotated[list[str] | None, typer.Argument(help="Hosts to plan from live facts.")] = None,
     inventory: Inventory = None,
@@ -162,47 +181,28 @@ def plan(
     fmt: Format = "table",
 ) -> None:
     """Resolve the driver, CUDA and framework stack for live hosts, or offline for parts you plan to buy."""
-    _check_format(fmt)
-    if os_name is None and not hosts:
-        _fail(ConfigError("give HOST(s) to plan from live facts, or --os (and --gpu) to plan offline"))
-    if os_name is not None and hosts:
-        _fail(ConfigError("give either HOST(s) or --os, not both"))
-    plans: dict[str, Any] = {}
-    errors: dict[str, DlsetupError] = {}
-    if os_name is not None:
-        pins = _guard(lambda: commands.parse_pin_flags(pin))
-        try:
-            plans[os_name] = commands.plan_offline(os_name, gpu, machine, pins)
-        except DlsetupError as exc:
-            errors[os_name] = exc
-    else:
-        targets = _guard(lambda: commands.load_targets(hosts or [], inventory))
-        pins_by_host = _guard(lambda: commands.pins_for(targets, pin))
-        gathered = _guard(lambda: commands.gather_facts(targets))
-        _guard(lambda: commands.require_reachable(gathered))
-        host_plans, errors = commands.plan_hosts(gathered, pins_by_host)
-        plans = {n: p.plan for n, p in host_plans.items()}
-    if fmt == "json":
-        payload: dict[str, Any]
-        if os_name is not None:
-            payload = plans[os_name].to_dict() if plans else error_payload(errors[os_name])
+    as_json = _check_format(fmt)
+    result = commands.plan_command(hosts or [], inventory, os_name=os_name, gpus=gpu, machine=machine, pin_flags=pin)
+    if as_json:
+        if result.offline:
+            (name,) = [*result.plans, *result.errors]
+            _json(result.plans[name].to_dict() if result.plans else result.errors[name].payload())
         else:
-            by_host: dict[str, Any] = {n: p.to_dict() for n, p in plans.items()}
-            by_host.update({n: error_payload(e) for n, e in errors.items()})
-            payload = {"hosts": by_host}
-        out.print_json(json.dumps(payload))
+            by_host: dict[str, Any] = {n: p.to_dict() for n, p in result.plans.items()}
+            by_host.update({n: e.payload() for n, e in result.errors.items()})
+            _json({"hosts": by_host})
     else:
-        for name, p in plans.items():
+        for name, host_plan in result.plans.items():
             out.rule(f"[bold]{name}")
-            render.render_plan(out, p)
-        for name, problem in errors.items():
+            plan_ui.render_plan(out, host_plan)
+        for name, problem in result.errors.items():
             out.rule(f"[bold]{name}")
             err.print(f"[bold red]error:[/bold red] {escape(problem.message)}")
-    if errors:
-        raise typer.Exit(max(e.exit_code for e in errors.values()))
+    _end(result.failure)
 
 
 @app.command()
+@_exits
 def provision(
     hosts: Hosts,
     inventory: Inventory = None,
@@ -219,61 +219,39 @@ def provision(
     ] = False,
 ) -> None:
     """Install the planned driver, CUDA and DL stack; re-runs converge; then verify."""
-    targets = _guard(lambda: commands.load_targets(hosts, inventory))
-    pins = _guard(lambda: commands.pins_for(targets, pin))
-    expectations = _guard(lambda: commands.expectations_for(targets, expect))
-    gathered = _guard(lambda: commands.gather_facts(targets))
-    _guard(lambda: commands.require_reachable(gathered))
-    host_plans, errors = commands.plan_hosts(gathered, pins)
-    if errors:
-        name, problem = next(iter(errors.items()))
-        problem.message = f"host {name}: {problem.message}; nothing was changed"
-        _fail(problem)
-    for name, host_plan in host_plans.items():
+    request = commands.prepare_provision(hosts, inventory, pin_flags=pin, expect_flags=expect)
+    for name, host_plan in request.plans.items():
         out.rule(f"[bold]{name}: plan")
         for line in host_plan.hardware_changes:
-            out.print(f"[yellow]hardware changed since the last provision:[/yellow] {line}")
+            out.print(f"[yellow]hardware changed since the last provision:[/yellow] {escape(line)}")
         for line in host_plan.plan_changes:
-            out.print(f"[yellow]plan changed:[/yellow] {line}")
-        render.render_plan(out, host_plan.plan)
+            out.print(f"[yellow]plan changed:[/yellow] {escape(line)}")
+        plan_ui.render_plan(out, host_plan.plan)
     if not check and not yes and sys.stdin.isatty() and not typer.confirm("Apply this plan?", default=False):
         err.print("nothing was changed")
-        raise typer.Exit(0)
+        return
     become_password = getpass.getpass("BECOME (sudo) password: ") if ask_become_pass else None
-    outcome = _guard(
-        lambda: commands.provision(
-            targets,
-            host_plans,
-            expectations,
-            check=check,
-            diff=diff,
-            tags=tags,
-            run_verify=not no_verify,
-            junit_xml=junit_xml,
-            on_event=ui.Progress(out),
-            become_password=become_password,
-        )
+    outcome = commands.provision(
+        request.targets,
+        request.plans,
+        request.expectations,
+        check=check,
+        diff=diff,
+        tags=tags,
+        run_verify=not no_verify,
+        junit_xml=junit_xml,
+        on_event=run_ui.Progress(out),
+        become_password=become_password,
     )
-    ui.render_run_summary(out, outcome.run)
-    stats = outcome.run.stats.values()
-    if any(s.unreachable for s in stats):
-        raise typer.Exit(3)
-    if outcome.run.status != "successful" or any(s.failures for s in stats):
-        err.print("[bold red]provision failed[/bold red]: fix the cause above and run the same command again")
-        raise typer.Exit(5)
-    # In check mode the reboot handlers run too, though nothing was installed: asking for a reboot (exit 7) would
-    # loop, as the same check run after it flags the same reboot again.
-    if outcome.reboot_required and not check:
-        _fail(commands.reboot_error(outcome.reboot_required))
-    if check:
-        changed = sum(s.changed for s in stats)
-        out.print(f"check mode: {changed} task(s) would change; nothing was changed")
+    run_ui.render_run_summary(out, outcome.run)
+    failure = outcome.failure
+    if failure is None and check:
+        out.print(f"check mode: {outcome.changed} task(s) would change; nothing was changed")
         if outcome.reboot_required:
             out.print(f"check mode: a reboot would be required on {', '.join(outcome.reboot_required)}")
     if outcome.verify_report is not None:
-        ui.render_verify(out, outcome.verify_report.to_dict())
-        if not outcome.verify_report.passed:
-            raise typer.Exit(VerifyFailedError.exit_code)
+        verify_ui.render_verify(out, outcome.verify_report)
+    _end(failure)
 
 
 def main() -> None:

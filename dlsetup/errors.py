@@ -1,4 +1,4 @@
-"""One exception hierarchy; the CLI turns each into one line and its exit code.
+"""One exception hierarchy; each error carries its exit code, and the CLI turns it into one line and that code.
 
 Exit codes (documented in the README and `dlsetup --help`):
   0 success, 1 unexpected internal error, 2 bad input (config/inventory/expectations/arguments),
@@ -9,6 +9,8 @@ Exit codes (documented in the README and `dlsetup --help`):
 
 from __future__ import annotations
 
+import signal
+
 EXIT_OK = 0
 EXIT_INTERNAL = 1
 EXIT_CONFIG = 2
@@ -17,67 +19,117 @@ EXIT_UNSUPPORTED = 4
 EXIT_RUN_FAILED = 5
 EXIT_VERIFY_FAILED = 6
 EXIT_REBOOT_REQUIRED = 7
-EXIT_INTERRUPTED = 130  # 128 + SIGINT; a run stopped by signal N exits 128 + N
+EXIT_INTERRUPTED = 128 + signal.SIGINT  # a run stopped by signal N exits 128 + N
+
+EXIT_CODES_TEXT = (
+    "Exit codes: 0 ok, 1 internal error, 2 bad input, 3 unreachable host, 4 no supported stack, "
+    "5 Ansible run failed, 6 verification failed, 7 reboot required (then run the same command again), "
+    "130/143 interrupted (run it again to converge)."
+)
 
 
 class DlsetupError(Exception):
-    """Base error: a one-line message for the user and the process exit code."""
+    """Base error: a one-line message for the user, an optional hint, a machine-readable kind and the exit code.
+
+    How the CLI shows it: ``error: MESSAGE`` and ``hint: HINT``; a ``verdict`` (the outcome of a run or a
+    verification, whose details were rendered above it) as the message alone; and an error already ``shown`` with
+    the result it ends (a facts table with an unreachable host) not at all, only its exit code.
+    """
 
     exit_code: int = EXIT_INTERNAL
+    kind: str = "internal"
 
-    def __init__(self, message: str, *, hint: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        hint: str | None = None,
+        kind: str | None = None,
+        verdict: bool = False,
+        shown: bool = False,
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.hint = hint
+        self.verdict = verdict
+        self.shown = shown
+        if kind is not None:
+            self.kind = kind
 
     def __str__(self) -> str:
         return self.message
+
+    def _clone(self) -> DlsetupError:
+        clone = type(self).__new__(type(self))
+        clone.__dict__.update(self.__dict__)
+        clone.args = self.args
+        return clone
+
+    def as_shown(self) -> DlsetupError:
+        """This error, marked as already rendered: the CLI only exits with its code."""
+        shown = self._clone()
+        shown.shown = True
+        return shown
+
+    def about_host(self, name: str, suffix: str = "") -> DlsetupError:
+        """This error (same class, kind, hint and exit code), its message naming the host it is about."""
+        named = self._clone()
+        named.message = f"host {name}: {self.message}{suffix}"
+        named.args = (named.message,)
+        return named
+
+    def payload(self) -> dict[str, dict[str, str]]:
+        """``{"error": {"kind", "message"}}`` for ``--format json`` (kinds listed in docs/plan.md)."""
+        return {"error": {"kind": self.kind, "message": self.message}}
 
 
 class ConfigError(DlsetupError):
     """Bad input: arguments, inventory, expectations or pins."""
 
     exit_code = EXIT_CONFIG
+    kind = "bad_input"
 
 
 class UnreachableError(DlsetupError):
     """A host could not be reached over SSH (or the local connection failed)."""
 
     exit_code = EXIT_UNREACHABLE
+    kind = "unreachable"
 
 
 class UnsupportedError(DlsetupError):
     """No supported stack exists for this hardware/OS combination."""
 
     exit_code = EXIT_UNSUPPORTED
-
-    def __init__(self, message: str, *, kind: str = "unsupported", hint: str | None = None) -> None:
-        super().__init__(message, hint=hint)
-        self.kind = kind
+    kind = "unsupported"
 
 
 class RunFailedError(DlsetupError):
     """An Ansible run finished with failed tasks."""
 
     exit_code = EXIT_RUN_FAILED
+    kind = "run_failed"
 
 
 class VerifyFailedError(DlsetupError):
     """Verification found at least one failing check."""
 
     exit_code = EXIT_VERIFY_FAILED
+    kind = "verify_failed"
 
 
 class RebootRequiredError(DlsetupError):
     """The machine running dlsetup must reboot before the run can continue."""
 
     exit_code = EXIT_REBOOT_REQUIRED
+    kind = "reboot_required"
 
 
 class InterruptedRunError(DlsetupError):
-    """A signal (Ctrl-C's SIGINT, or SIGTERM) stopped an Ansible run; the exit code is 128 + the signal number."""
+    """A signal (Ctrl-C's SIGINT, or SIGTERM) stopped dlsetup; the exit code is 128 + the signal number."""
 
     exit_code = EXIT_INTERRUPTED
+    kind = "interrupted"
 
     def __init__(self, signum: int, message: str, *, hint: str | None = None) -> None:
         super().__init__(message, hint=hint)

@@ -38,7 +38,7 @@ def inventory_dir() -> Path:
 
 def verify_suite_dir() -> Path:
     """The pytest-testinfra suite shipped as part of the Python package."""
-    return PACKAGE_DIR / "verify_suite"
+    return PACKAGE_DIR / "verify" / "suite"
 
 
 def ansible_env() -> dict[str, str]:

@@ -143,7 +143,7 @@ def standalone_suite(hosts: str, inventory: Path, cwd: Path) -> subprocess.Compl
     env.pop("DLSETUP_VERIFY_CONTEXT", None)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     return subprocess.run(
-        [sys.executable, "-m", "pytest", "--pyargs", "dlsetup.verify_suite", "-p", "no:cacheprovider",
+        [sys.executable, "-m", "pytest", "--pyargs", "dlsetup.verify.suite", "-p", "no:cacheprovider",
          f"--hosts={hosts}", f"--ansible-inventory={inventory}", "-q", "-rs"],
         capture_output=True, text=True, env=env, cwd=cwd, timeout=600, check=False,
     )  # fmt: skip

@@ -29,9 +29,8 @@ from typing import Any
 import fakegpu
 import harness as h
 import pytest
+from provisioning import changed_on_rerun
 from proxy import APT, CONNECT
-
-from dlsetup import commands
 
 pytestmark = pytest.mark.integration
 
@@ -114,24 +113,9 @@ def laptop(boot_host, tmp_path, monkeypatch) -> Laptop:
     return boot_laptop(boot_host, tmp_path, monkeypatch)
 
 
-def changed_on_rerun(laptop: Laptop) -> tuple[int, dict[str, int]]:
-    """Run the same provision again through dlsetup's own API; (failures, changed per host) from runner stats."""
-    targets = commands.load_targets([laptop.host.name], laptop.inventory)
-    gathered = commands.gather_facts(targets)
-    commands.require_reachable(gathered)
-    plans, errors = commands.plan_hosts(gathered, commands.pins_for(targets, []))
-    assert not errors, errors
-    outcome = commands.provision(
-        targets, plans, commands.expectations_for(targets, []), check=False, diff=False, tags=list(TAGS),
-        run_verify=False, junit_xml=None,
-    )  # fmt: skip
-    failures = sum(s.failures for s in outcome.run.stats.values())
-    return failures, {name: s.changed for name, s in outcome.run.stats.items()}
-
-
 def assert_converged(laptop: Laptop) -> None:
     """One more run changes nothing, dpkg is consistent and the base packages are installed."""
-    failures, changed = changed_on_rerun(laptop)
+    failures, changed = changed_on_rerun(laptop.inventory, laptop.host.name, TAGS)
     assert (failures, changed) == (0, {laptop.host.name: 0})
     assert_dpkg_consistent(laptop.host)
     query = laptop.host.run(["dpkg-query", "-W", "-f=${Package} ${db:Status-Abbrev}\n", *BASE_PACKAGES])
@@ -384,7 +368,8 @@ def test_driver_reboot_on_the_machine_running_dlsetup():
     pytest.skip(
         "cannot be provoked on a test host: it is a container, which has no kernel of its own, so the roles skip "
         "the kernel driver, nouveau, initramfs and reboot steps (__nvidia_driver_no_own_kernel, "
-        "__laptop_no_own_kernel) and never write the reboot marker. The handlers' local-connection path is "
-        "checked in check mode (tests/modules/test_roles_check_mode.py::test_debian_distribution_driver); the "
-        "marker and exit 7 are checked for real above."
+        "__laptop_no_own_kernel) and never write the reboot marker. The local-connection path (the base role's "
+        "reboot_required entry point) is checked in check mode "
+        "(tests/modules/test_roles_check_mode.py::test_debian_distribution_driver); the marker and exit 7 are "
+        "checked for real above."
     )

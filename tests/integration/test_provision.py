@@ -20,8 +20,7 @@ from pathlib import Path
 import fakegpu
 import harness as h
 import pytest
-
-from dlsetup import commands
+from provisioning import changed_on_rerun
 
 pytestmark = pytest.mark.integration
 
@@ -91,22 +90,6 @@ def dlsetup(*args, state_dir):
     return subprocess.run(
         [sys.executable, "-m", "dlsetup", *args], capture_output=True, text=True, env=env, timeout=3000, check=False
     )
-
-
-def changed_on_rerun(inventory: Path, host: str, tags: list[str]) -> tuple[int, dict[str, int]]:
-    """Run the same provision again through dlsetup's own API and return (failures, changed per host),
-    read from the runner's stats."""
-    targets = commands.load_targets([host], inventory)
-    gathered = commands.gather_facts(targets)
-    commands.require_reachable(gathered)
-    plans, errors = commands.plan_hosts(gathered, commands.pins_for(targets, []))
-    assert not errors, errors
-    outcome = commands.provision(
-        targets, plans, commands.expectations_for(targets, []), check=False, diff=False, tags=tags,
-        run_verify=False, junit_xml=None,
-    )  # fmt: skip
-    failures = sum(s.failures for s in outcome.run.stats.values())
-    return failures, {name: s.changed for name, s in outcome.run.stats.items()}
 
 
 def test_cpu_only_laptop(fleet, tmp_path, monkeypatch):

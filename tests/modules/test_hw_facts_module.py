@@ -13,8 +13,8 @@ from pathlib import Path
 import ansible_runner
 import pytest
 
-from dlsetup import hwparse
-from dlsetup.facts import HostFacts
+from dlsetup.facts.hwparse import nvidia_smi, textfiles
+from dlsetup.facts.model import HostFacts
 
 REPO = Path(__file__).resolve().parents[2]
 COLLECTED = REPO / "tests" / "fixtures" / "collected"
@@ -40,7 +40,7 @@ def first_line(relative: str) -> str:
 
 def expected_cuda_version() -> str | None:
     # The module loads libcuda on the test machine itself (none on CI; the real one on a GPU machine).
-    return hwparse.format_cuda_version(hwparse.read_cuda_driver_version())
+    return nvidia_smi.format_cuda_version(nvidia_smi.read_cuda_driver_version())
 
 
 PCIE_KEYS = ("gen_current", "gen_max", "width_current", "width_max", "slot_gen_max", "slot_width_max")
@@ -82,7 +82,10 @@ def test_h200_vm(run_module):
     # Exactly one nvidia-smi call, with the modern field list.
     calls = result["fake_nvidia_smi_calls"]
     assert [c["rc"] for c in calls] == [0]
-    assert calls[0]["argv"][-2:] == ["--query-gpu=" + ",".join(hwparse.QUERY_FIELDS), "--format=csv,noheader,nounits"]
+    assert calls[0]["argv"][-2:] == [
+        "--query-gpu=" + ",".join(nvidia_smi.QUERY_FIELDS),
+        "--format=csv,noheader,nounits",
+    ]
     # Disks come from the fake tree (virtio disks of the H200 VM; loop/zram skipped).
     assert [(d["name"], d["size_gib"], d["transport"], d["rotational"], d["ssd"]) for d in facts["disks"]] == [
         ("vda", 256, "virtio", True, False),
@@ -90,10 +93,10 @@ def test_h200_vm(run_module):
     ]
     assert facts["machine"]["vendor"] is None  # the VM has no DMI
     # CPU, memory and OS are the test machine's own, read from its /proc and /etc.
-    cpu = hwparse.parse_cpuinfo(Path("/proc/cpuinfo").read_text())
+    cpu = textfiles.parse_cpuinfo(Path("/proc/cpuinfo").read_text())
     assert facts["cpu"] == {"model": cpu["model"], "cores": cpu["cores"], "threads": cpu["threads"]}
-    assert facts["memory_mib"] == hwparse.parse_meminfo_total_mib(Path("/proc/meminfo").read_text())
-    assert facts["os"]["id"] == hwparse.parse_os_release(Path("/etc/os-release").read_text())["ID"]
+    assert facts["memory_mib"] == textfiles.parse_meminfo_total_mib(Path("/proc/meminfo").read_text())
+    assert facts["os"]["id"] == textfiles.parse_os_release(Path("/etc/os-release").read_text())["ID"]
     assert facts["machine"]["virtualization"] in ("container", "vm", None)
 
 
@@ -111,7 +114,7 @@ def test_2x1080ti_proprietary_410_uses_the_legacy_fields_up_front(run_module):
     facts = facts_of(result)
     calls = result["fake_nvidia_smi_calls"]
     assert len(calls) == 1
-    assert calls[0]["argv"][-2] == "--query-gpu=" + ",".join(hwparse.LEGACY_QUERY_FIELDS)
+    assert calls[0]["argv"][-2] == "--query-gpu=" + ",".join(nvidia_smi.LEGACY_QUERY_FIELDS)
     assert calls[0]["rc"] == 0
     assert [(g["index"], g["pci_bus_id"], g["name"], g["memory_mib"]) for g in facts["gpus"]] == [
         (0, "0000:05:00.0", "GeForce GTX 1080 Ti", 11175),
@@ -136,8 +139,8 @@ def test_legacy_nvidia_smi_is_retried_once_with_the_old_fields(run_module):
     facts = facts_of(result)
     calls = result["fake_nvidia_smi_calls"]
     assert [c["rc"] for c in calls] == [2, 0]
-    assert calls[0]["argv"][-2] == "--query-gpu=" + ",".join(hwparse.QUERY_FIELDS)
-    assert calls[1]["argv"][-2] == "--query-gpu=" + ",".join(hwparse.LEGACY_QUERY_FIELDS)
+    assert calls[0]["argv"][-2] == "--query-gpu=" + ",".join(nvidia_smi.QUERY_FIELDS)
+    assert calls[1]["argv"][-2] == "--query-gpu=" + ",".join(nvidia_smi.LEGACY_QUERY_FIELDS)
     assert [g["index"] for g in facts["gpus"]] == [0, 1]
     assert all(g["visible_to_driver"] for g in facts["gpus"])
     assert facts["driver"]["error"] is None

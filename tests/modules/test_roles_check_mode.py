@@ -27,6 +27,11 @@ from typing import Any
 import pytest
 import yaml
 
+from dlsetup.facts.hwparse import collector
+from dlsetup.facts.model import HostFacts
+from dlsetup.facts.record import HostRecord
+from dlsetup.plan.load import load_compat_data
+
 ansible_runner = pytest.importorskip("ansible_runner")
 
 REPO = Path(__file__).resolve().parents[2]
@@ -55,6 +60,27 @@ pytestmark = pytest.mark.skipif(_unavailable() is not None, reason=_unavailable(
 # ---------------------------------------------------------------------------------------------------------------
 # Plans, as dlsetup's Plan.to_extravars() would give them (host variables).
 
+
+def _patterns(family: str) -> dict[str, Any]:
+    """The driver package patterns the plan hands to the nvidia_driver role, from dlsetup's data."""
+    row = load_compat_data().package_patterns(family)
+    return {
+        "nvidia_driver_pin_packages": list(row.pin_packages),
+        "nvidia_driver_other_flavor_packages": row.other_flavor("proprietary"),
+        "nvidia_driver_branch_named_packages": row.branch_named_packages,
+    }
+
+
+def _this_machine() -> HostFacts:
+    """This machine's facts as dlsetup gathers them before a run (what the record is built from)."""
+
+    def run(argv: list[str]) -> tuple[int, str, str]:
+        out = subprocess.run(argv, capture_output=True, text=True, check=False)
+        return out.returncode, out.stdout, out.stderr
+
+    return HostFacts.from_dict(collector.collect(run, nvidia_smi_path=shutil.which("nvidia-smi")))
+
+
 DEB12_DISTRIBUTION = {
     "nvidia_driver_enabled": True,
     "nvidia_driver_source": "distribution",
@@ -73,7 +99,9 @@ DEB12_DISTRIBUTION = {
     "laptop_prime_mode": None,
     "laptop_mem_sleep_default": None,
     "dlsetup_plan": {"os": "debian-12", "driver": {"branch": "535", "flavor": "proprietary"}, "reboot_required": True},
+    **_patterns("debian"),
 }
+DEB12_DISTRIBUTION["dlsetup_state"] = HostRecord.of(_this_machine(), DEB12_DISTRIBUTION["dlsetup_plan"]).to_dict()
 DEB12_NVIDIA = {
     "nvidia_driver_enabled": True,
     "nvidia_driver_source": "nvidia",
@@ -89,6 +117,8 @@ DEB12_NVIDIA = {
     "dl_stack_jax_extra": None,
     "laptop_enabled": False,
     "dlsetup_nvidia_repo_url": REPO_URL.format(directory="debian12"),
+    **_patterns("debian"),
+    "nvidia_driver_other_flavor_packages": load_compat_data().package_patterns("debian").other_flavor("open"),
 }
 UBUNTU_NOBLE = {
     "nvidia_driver_enabled": True,
@@ -106,6 +136,7 @@ UBUNTU_NOBLE = {
     "laptop_prime_mode": "on-demand",
     "laptop_mem_sleep_default": None,
     "dlsetup_nvidia_repo_url": REPO_URL.format(directory="ubuntu2404"),
+    **_patterns("ubuntu"),
 }
 # Facts that make this machine look like a VM with a kernel of its own (so the kernel module, nouveau,
 # Secure Boot and reboot tasks render), and like Ubuntu 24.04.
@@ -308,7 +339,7 @@ def test_site_yml_as_dlsetup_runs_it(check_runs: dict[str, Run]) -> None:
     assert state["plan"] == {k: v for k, v in DEB12_DISTRIBUTION["dlsetup_plan"].items() if k != "reboot_required"}
     assert [g["pci_bus_id"] for g in state["gpus"]] == [g["pci_bus_id"] for g in facts["gpus"]]
     # a container (as this machine may be) gets no kernel packages; otherwise it gets all of them
-    wanted = run.planned_packages("Install the driver packages", "nvidia_driver")
+    wanted = run.planned_packages("Install the driver packages", "base")
     kernel = [p for p in DEB12_DISTRIBUTION["nvidia_driver_packages"] if p.startswith("linux-")]
     skipped_kernel = run.one("Leave the kernel packages out in a container", "nvidia_driver")["event"] == "runner_on_ok"
     expected = [p for p in DEB12_DISTRIBUTION["nvidia_driver_packages"] if not (skipped_kernel and p in kernel)]
@@ -350,7 +381,7 @@ def test_debian_distribution_driver(check_runs: dict[str, Run]) -> None:
     pin = run.after("Pin the driver packages to the planned branch (apt preferences)", "nvidia_driver")
     assert "Pin: version 535.*\nPin-Priority: 1001\n" in pin
     assert "Package: nvidia-* libnvidia-* " in pin
-    assert sorted(run.planned_packages("Install the driver packages", "nvidia_driver")) == sorted(
+    assert sorted(run.planned_packages("Install the driver packages", "base")) == sorted(
         DEB12_DISTRIBUTION["nvidia_driver_packages"]
     )
     assert "blacklist nouveau\n" in run.after("Blacklist nouveau", "nvidia_driver")
@@ -363,15 +394,15 @@ def test_debian_distribution_driver(check_runs: dict[str, Run]) -> None:
     marker = run.one("Record that a reboot is required (this boot's id, so a later run sees when it happened)")
     assert marker["res"]["changed"] is True
     assert marker["res"]["diff"][0]["after_header"] == "/var/lib/dlsetup/reboot-required"
-    fact = run.one("Tell dlsetup that a reboot is required", "nvidia_driver")
+    fact = run.one("Tell dlsetup that a reboot is required", "base")
     assert fact["res"]["ansible_facts"] == {"dlsetup_reboot_required": True}
-    record = yaml.safe_load(run.after("Record the installed driver (branch, flavour, source, packages) for later runs"))
-    assert record["driver"]["branch"] == "535" and record["driver"]["flavor"] == "proprietary"
+    record = yaml.safe_load(run.after("Record the applied plan and the GPUs on PCI"))
+    assert record["plan"]["driver"]["branch"] == "535" and record["plan"]["driver"]["flavor"] == "proprietary"
 
 
 def test_debian_distribution_cuda_and_frameworks(check_runs: dict[str, Run]) -> None:
     run = check_runs["deb12-distribution"]
-    assert run.planned_packages("Install the CUDA toolkit, cuDNN and NCCL", "cuda") == ["nvidia-cuda-toolkit"]
+    assert run.planned_packages("Install the CUDA toolkit, cuDNN and NCCL", "base") == ["nvidia-cuda-toolkit"]
     assert run.one("Put the CUDA toolkit on PATH and LD_LIBRARY_PATH for login shells", "cuda")["event"] == (
         "runner_on_skipped"
     )
@@ -400,12 +431,12 @@ def test_nvidia_repository_with_a_pinned_key(check_runs: dict[str, Run]) -> None
     assert f"{url}/3bf863cc.pub" in note["res"]["msg"] and KEY_FINGERPRINT in note["res"]["msg"]
     pin = run.after("Pin the driver packages to the planned branch (apt preferences)", "nvidia_driver")
     assert "Pin: version 580.*\n" in pin
-    assert sorted(run.planned_packages("Install the driver packages", "nvidia_driver")) == sorted(
+    assert sorted(run.planned_packages("Install the driver packages", "base")) == sorted(
         DEB12_NVIDIA["nvidia_driver_packages"]
     )
     # cuda uses the same repository tasks (and so the same keyring and sources file)
     assert len(run.tasks("Add NVIDIA's repository, signed by the verified key only", "nvidia_driver")) == 2
-    assert sorted(run.planned_packages("Install the CUDA toolkit, cuDNN and NCCL", "cuda")) == sorted(
+    assert sorted(run.planned_packages("Install the CUDA toolkit, cuDNN and NCCL", "base")) == sorted(
         DEB12_NVIDIA["cuda_packages"]
     )
     profile = run.after("Put the CUDA toolkit on PATH and LD_LIBRARY_PATH for login shells", "cuda")
@@ -422,7 +453,7 @@ def test_ubuntu_paths_render(check_runs: dict[str, Run]) -> None:
     )
     pin = run.after("Pin the driver packages to the planned branch (apt preferences)", "nvidia_driver")
     assert "Package: nvidia-* libnvidia-* xserver-xorg-video-nvidia-*\nPin: version 580.*\n" in pin
-    assert sorted(run.planned_packages("Install the driver packages", "nvidia_driver")) == sorted(
+    assert sorted(run.planned_packages("Install the driver packages", "base")) == sorted(
         UBUNTU_NOBLE["nvidia_driver_packages"]
     )
     secure_boot = run.one("Report the Secure Boot state", "nvidia_driver")["res"]["msg"]
@@ -431,7 +462,7 @@ def test_ubuntu_paths_render(check_runs: dict[str, Run]) -> None:
     assert f"URIs: {REPO_URL.format(directory='ubuntu2404')}/\n" in sources
     profile = run.one("Report the laptop profile", "laptop")["res"]["msg"]
     assert "profile xps15-optimus" in profile and "PRIME on-demand" in profile
-    assert run.planned_packages("Install the PRIME tools", "laptop") == ["nvidia-prime"]
+    assert run.planned_packages("Install the PRIME tools", "base") == ["nvidia-prime"]
     prime = run.one("Say what a real run selects (check mode, prime-select not installed yet)", "laptop")
     assert "prime-select on-demand" in prime["res"]["msg"]
 

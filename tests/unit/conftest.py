@@ -1,13 +1,13 @@
 """Helpers for driving the real CLI (``dlsetup.cli.app``) with the runner boundary replaced.
 
 * ``captured_facts`` (session): the Facts JSON host object of each fake host below, produced once by
-  ``dlsetup.hwparse.collect()`` over the committed trees (``tests/fixtures/sysfs``, ``nvidia-proc``) with the fake
+  ``dlsetup.collector.collect()`` over the committed trees (``tests/fixtures/sysfs``, ``nvidia-proc``) with the fake
   ``tests/fakes/nvidia-smi`` replaying a scenario of ``tests/fixtures/nvidia-smi-scenarios``. Nothing is typed in by
   hand: what the CLI renders is what our module would have returned on that host.
 * ``fake_runner``: replaces ``dlsetup.runner.run_playbook``. ``facts.yml`` answers with the ``dlsetup_hw_facts``
   task result (and the slurp of ``/etc/ansible/facts.d/dlsetup.fact`` when a previous state is set); ``site.yml``
   answers with the stats, task results and failures a test sets. Every call is recorded.
-* ``stub_verify``: replaces ``dlsetup.verify.run_suite`` with a canned report; every call is recorded.
+* ``stub_verify``: replaces ``dlsetup.verify.suite_runner.run_suite`` with a canned report; every call is recorded.
 * ``cli``: ``CliRunner().invoke(app, ...)`` on a wide terminal, with the state dir in the test's tmp_path.
 """
 
@@ -28,10 +28,14 @@ from click.testing import Result
 from typer.testing import CliRunner
 
 from dlsetup import cli as cli_module
-from dlsetup import hwparse, runner, verify
 from dlsetup.cli import app
-from dlsetup.runner import HostStats, RunResult
-from dlsetup.targets import TargetSet
+from dlsetup.config.targets import TargetSet
+from dlsetup.facts.hwparse import collector
+from dlsetup.facts.model import HostFacts
+from dlsetup.run import runner
+from dlsetup.run.runner import HostStats, RunResult
+from dlsetup.verify import suite_runner
+from dlsetup.verify.report import VerifyReport
 
 REPO = Path(__file__).resolve().parents[2]
 FIX = REPO / "tests" / "fixtures"
@@ -49,7 +53,7 @@ DEV_VM_KERNEL = "6.18.44-fc-v782"
 
 @dataclass(frozen=True)
 class FakeHost:
-    """Which committed fixtures make up one fake host for ``hwparse.collect()``."""
+    """Which committed fixtures make up one fake host for ``collector.collect()``."""
 
     sysfs: str  # tests/fixtures/sysfs/<tree>
     scenario: str | None  # tests/fixtures/nvidia-smi-scenarios/<name>; None: no nvidia-smi installed
@@ -95,7 +99,7 @@ def _never_called(argv: list[str]) -> tuple[int, str, str]:
 
 
 def collect_fake_host(host: FakeHost, work: Path) -> dict[str, Any]:
-    """Run ``hwparse.collect()`` (what the facts module runs) over one fake host's fixtures."""
+    """Run ``collector.collect()`` (what the facts module runs) over one fake host's fixtures."""
     proc = work / "proc"
     (proc / "self").mkdir(parents=True)
     (proc / "sys" / "kernel").mkdir(parents=True)
@@ -103,7 +107,7 @@ def collect_fake_host(host: FakeHost, work: Path) -> dict[str, Any]:
     (proc / "meminfo").write_text((DEV_VM / "meminfo").read_text())
     (proc / "self" / "mountinfo").write_text(host.mountinfo)
     (proc / "sys" / "kernel" / "osrelease").write_text(host.kernel + "\n")
-    facts = hwparse.collect(
+    facts = collector.collect(
         _fake_smi(host.scenario) if host.scenario else _never_called,
         sysfs_root=str(FIX / "sysfs" / host.sysfs),
         nvidia_proc_dir=str(FIX / "nvidia-proc" / host.nvidia_proc) if host.nvidia_proc else str(work / "no-proc"),
@@ -241,7 +245,8 @@ def fake_runner(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> FakeRunner:
 
 @dataclass
 class StubVerify:
-    """Stands in for ``dlsetup.verify.run_suite``: answers ``hosts`` (host → report entry) for every host it gets."""
+    """Stands in for ``dlsetup.verify.suite_runner.run_suite``: answers ``hosts`` (host → report entry) for every
+    host it gets."""
 
     hosts: dict[str, dict[str, Any]] = field(default_factory=dict)
     calls: list[dict[str, Any]] = field(default_factory=list)
@@ -249,22 +254,24 @@ class StubVerify:
     def __call__(
         self,
         targets: TargetSet,
-        facts: Mapping[str, Mapping[str, Any]],
+        facts: Mapping[str, HostFacts],
         expectations: Mapping[str, Any],
         **kwargs: Any,
-    ) -> verify.VerifyReport:
-        self.calls.append({"targets": targets, "facts": dict(facts), "expectations": dict(expectations), **kwargs})
+    ) -> VerifyReport:
+        # recorded as the Facts JSON the suite receives
+        as_json = {name: host.to_dict() for name, host in facts.items()}
+        self.calls.append({"targets": targets, "facts": as_json, "expectations": dict(expectations), **kwargs})
         work_dir: Path = kwargs["work_dir"]
         work_dir.mkdir(parents=True, exist_ok=True)
         log = work_dir / "verify.log"
         log.write_text("stub\n")
-        return verify.VerifyReport({n: copy.deepcopy(self.hosts[n]) for n in facts}, log)
+        return VerifyReport.from_dict({"hosts": {n: copy.deepcopy(self.hosts[n]) for n in facts}}, log)
 
 
 @pytest.fixture
 def stub_verify(monkeypatch: pytest.MonkeyPatch) -> StubVerify:
     stub = StubVerify()
-    monkeypatch.setattr(verify, "run_suite", stub)
+    monkeypatch.setattr(suite_runner, "run_suite", stub)
     return stub
 
 

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from dlsetup.compat.catalogue import (
+from dlsetup.facts.hwparse.textfiles import lookup_pci_name
+from dlsetup.plan.catalogue import (
     architecture_from_pci_name,
     by_name,
     by_pci_id,
@@ -15,9 +16,8 @@ from dlsetup.compat.catalogue import (
     identify,
     identify_text,
     normalize_pci_id,
-    pci_ids_name,
 )
-from dlsetup.compat.plan import PlanInputError
+from dlsetup.plan.model import PlanInputError
 
 PCI_IDS = (Path(__file__).resolve().parents[1] / "fixtures" / "pci.ids" / "pci.ids.excerpt").read_text()
 
@@ -139,7 +139,7 @@ def test_codename_fallback_refuses_what_it_cannot_read(pci_name: str | None) -> 
     ],
 )
 def test_pci_ids_name(pci_id: str, name: str | None) -> None:
-    assert pci_ids_name(PCI_IDS, pci_id) == name
+    assert lookup_pci_name(PCI_IDS, pci_id) == name
 
 
 def test_identify_order_of_trust() -> None:

@@ -3,11 +3,30 @@
 (../shared/fixtures/collected)."""
 
 import copy
+from typing import Any
 
 import pytest
 
-from dlsetup import checks
-from dlsetup.expect import Expectations
+from dlsetup.facts.model import HostFacts
+from dlsetup.verify import checks
+from dlsetup.verify.expect import Expectations
+from dlsetup.verify.probes import JaxProbe, TorchProbe
+
+# What the checks do not look at, filled in so that the facts are complete (the model wants every key).
+UNUSED_GPU = {
+    "subsystem_id": None,
+    "pci_class": "0x030200",
+    "pci_name": None,
+    "persistence_mode": True,
+    "kernel_driver": "nvidia",
+}
+UNUSED_HOST = {
+    "machine": {"vendor": None, "product": None, "virtualization": "vm"},
+    "cpu": {"model": None, "cores": None, "threads": None},
+    "warnings": [],
+}
+UNUSED_OS = {"codename": None, "kernel": None, "pretty_name": None}
+UNUSED_DISK = {"model": None, "size_gib": None, "transport": None}
 
 H200 = {
     "os": {"id": "ubuntu", "version": "24.04"},
@@ -22,37 +41,71 @@ H200 = {
             "memory_mib": 143771,
             "compute_capability": "9.0",
             "visible_to_driver": True,
-            "pcie": {"gen_current": 5, "gen_max": 5, "width_current": 16, "width_max": 16,
-                     "slot_gen_max": None, "slot_width_max": None},
+            "pcie": {
+                "gen_current": 5,
+                "gen_max": 5,
+                "width_current": 16,
+                "width_max": 16,
+                "slot_gen_max": None,
+                "slot_width_max": None,
+            },
         }
     ],
-    "driver": {"loaded": True, "version": "580.159.04", "cuda_version": "13.0", "kernel_module": "open",
-               "error": None},
+    "driver": {"loaded": True, "version": "580.159.04", "cuda_version": "13.0", "kernel_module": "open", "error": None},
 }
 
 
+def typed(facts: dict[str, Any]) -> HostFacts:
+    """The partial facts above as the model of a whole host object."""
+    whole = {**UNUSED_HOST, **copy.deepcopy(facts)}
+    whole["os"] = {**UNUSED_OS, **whole["os"]}
+    whole["disks"] = [{**UNUSED_DISK, **d} for d in whole["disks"]]
+    whole["gpus"] = [{**UNUSED_GPU, **g} for g in whole["gpus"]]
+    return HostFacts.from_dict(whole)
+
+
+H200_RAW = H200
+H200 = typed(H200_RAW)
+
+
 def gpu(bus, pcie, **extra):
-    base = copy.deepcopy(H200["gpus"][0])
+    base = copy.deepcopy(H200_RAW["gpus"][0])
     base.update({"pci_bus_id": bus, "name": "NVIDIA GeForce RTX 4090", "pci_id": "10de:2684", "pcie": pcie})
     base.update(extra)
     return base
 
 
-def with_gpus(*gpus, **driver):
-    facts = copy.deepcopy(H200)
+def with_gpus(*gpus, error=None, **driver):
+    facts = copy.deepcopy(H200_RAW)
     facts["gpus"] = list(gpus)
     facts["driver"].update(driver)
-    return facts
+    if error is not None:
+        facts["driver"]["error"] = error
+    return typed(facts)
 
 
 def test_h200_passes_the_device_check_expectations():
-    exp = Expectations(gpu_count=1, gpu_memory_min_mib=80 * 1024, pcie_width_min=16, pcie_gen_min=5,
-                       driver_branch="580", cuda_version="12.6", driver_flavor="open", root_disk_ssd=True)
+    exp = Expectations(
+        gpu_count=1,
+        gpu_memory_min_mib=80 * 1024,
+        pcie_width_min=16,
+        pcie_gen_min=5,
+        driver_branch="580",
+        cuda_version="12.6",
+        driver_flavor="open",
+        root_disk_ssd=True,
+    )
     results = [
-        checks.check_gpu_count(H200, exp), checks.check_gpu_visible(H200), checks.check_gpu_memory(H200, exp),
-        checks.check_pcie_width(H200, exp), checks.check_pcie_gen(H200, exp), checks.check_driver_loaded(H200),
-        checks.check_driver_branch(H200, exp), checks.check_driver_cuda(H200, exp),
-        checks.check_driver_flavor(H200, exp), checks.check_root_disk(H200, exp),
+        checks.check_gpu_count(H200, exp),
+        checks.check_gpu_visible(H200),
+        checks.check_gpu_memory(H200, exp),
+        checks.check_pcie_width(H200, exp),
+        checks.check_pcie_gen(H200, exp),
+        checks.check_driver_loaded(H200),
+        checks.check_driver_branch(H200, exp),
+        checks.check_driver_cuda(H200, exp),
+        checks.check_driver_flavor(H200, exp),
+        checks.check_root_disk(H200, exp),
     ]
     assert [r.status for r in results] == ["pass"] * len(results), [r.message for r in results]
 
@@ -64,8 +117,8 @@ def test_count_mismatch_fails_naming_what_is_there():
 
 
 def test_gpu_on_pci_not_listed_by_driver_is_named():
-    lost = gpu("0000:84:00.0", H200["gpus"][0]["pcie"], visible_to_driver=False, index=None)
-    facts = with_gpus(H200["gpus"][0], lost)
+    lost = gpu("0000:84:00.0", H200_RAW["gpus"][0]["pcie"], visible_to_driver=False, index=None)
+    facts = with_gpus(H200_RAW["gpus"][0], lost)
     assert checks.check_gpu_count(facts, Expectations(gpu_count=2)).status == "fail"
     r = checks.check_gpu_visible(facts)
     assert r.status == "fail" and "0000:84:00.0" in r.message
@@ -73,11 +126,15 @@ def test_gpu_on_pci_not_listed_by_driver_is_named():
 
 def test_slot_gives_x8_versus_trained_down():
     # 2x RTX 4090 on a board that bifurcates x16 into x8/x8: the upstream ports are x8
-    x8_slot = gpu("0000:01:00.0", {"gen_current": 4, "gen_max": 4, "width_current": 8, "width_max": 16,
-                                   "slot_gen_max": 4, "slot_width_max": 8})
+    x8_slot = gpu(
+        "0000:01:00.0",
+        {"gen_current": 4, "gen_max": 4, "width_current": 8, "width_max": 16, "slot_gen_max": 4, "slot_width_max": 8},
+    )
     # RTX 2060 whose x16 link trained down to x8 in an x16 slot
-    trained = gpu("0000:02:00.0", {"gen_current": 3, "gen_max": 3, "width_current": 8, "width_max": 16,
-                                   "slot_gen_max": 3, "slot_width_max": 16})
+    trained = gpu(
+        "0000:02:00.0",
+        {"gen_current": 3, "gen_max": 3, "width_current": 8, "width_max": 16, "slot_gen_max": 3, "slot_width_max": 16},
+    )
     strict = checks.check_pcie_width(with_gpus(x8_slot, trained), Expectations(pcie_width_min=16))
     assert strict.status == "fail"
     first, second = strict.message.split("; ")
@@ -90,23 +147,30 @@ def test_slot_gives_x8_versus_trained_down():
 
 
 def test_idle_gen_is_a_warning_and_under_load_a_failure():
-    idle = gpu("0000:01:00.0", {"gen_current": 1, "gen_max": 3, "width_current": 16, "width_max": 16,
-                                "slot_gen_max": 3, "slot_width_max": 16})
+    idle = gpu(
+        "0000:01:00.0",
+        {"gen_current": 1, "gen_max": 3, "width_current": 16, "width_max": 16, "slot_gen_max": 3, "slot_width_max": 16},
+    )
     facts = with_gpus(idle)
     assert checks.check_pcie_gen(facts, Expectations(pcie_gen_min=3)).status == "warn"
     loaded_ok = checks.check_pcie_gen(facts, Expectations(pcie_gen_min=3), {"0000:01:00.0": 3})
     assert loaded_ok.status == "pass"
     loaded_bad = checks.check_pcie_gen(facts, Expectations(pcie_gen_min=3), {"0000:01:00.0": 2})
     assert loaded_bad.status == "fail" and "under load" in loaded_bad.message
-    slot_gen2 = gpu("0000:01:00.0", {"gen_current": 2, "gen_max": 3, "width_current": 16, "width_max": 16,
-                                     "slot_gen_max": 2, "slot_width_max": 16})
+    slot_gen2 = gpu(
+        "0000:01:00.0",
+        {"gen_current": 2, "gen_max": 3, "width_current": 16, "width_max": 16, "slot_gen_max": 2, "slot_width_max": 16},
+    )
     assert checks.check_pcie_gen(with_gpus(slot_gen2), Expectations(pcie_gen_min=3)).status == "fail"
 
 
 def test_driver_errors_carry_kind_and_hint():
-    facts = with_gpus(H200["gpus"][0], loaded=False)
-    facts["driver"]["error"] = {"kind": "version_mismatch", "message": "Failed to initialize NVML: "
-                                "Driver/library version mismatch", "hint": "reboot"}
+    error = {
+        "kind": "version_mismatch",
+        "message": "Failed to initialize NVML: Driver/library version mismatch",
+        "hint": "reboot",
+    }
+    facts = with_gpus(H200_RAW["gpus"][0], loaded=False, error=error)
     r = checks.check_driver_loaded(facts)
     assert r.status == "fail" and "version_mismatch" in r.message and "reboot" in r.message
 
@@ -132,53 +196,73 @@ def test_memory_below_minimum():
 
 # torch 2.11.0+cu130 on the H200, as captured (torch-pcie-bandwidth.json)
 H200_PROBE = {
-    "torch": "2.11.0+cu130", "cuda_available": True,
+    "torch": "2.11.0+cu130",
+    "cuda_available": True,
     "arch_list": ["sm_75", "sm_80", "sm_86", "sm_90", "sm_100", "sm_120"],
-    "devices": [{"index": 0, "name": "NVIDIA H200", "cc": [9, 0], "pci_bus_id": "0000:00:06.0",
-                 "matmul_ok": True, "h2d_gbps": 55.13, "load_link": {"gen": 5, "width": 16}}],
+    "devices": [
+        {
+            "index": 0,
+            "name": "NVIDIA H200",
+            "cc": [9, 0],
+            "pci_bus_id": "0000:00:06.0",
+            "matmul_ok": True,
+            "h2d_gbps": 55.13,
+            "load_link": {"gen": 5, "width": 16},
+        }
+    ],
 }
 
 
+def torch(probe: dict[str, Any]) -> TorchProbe:
+    return TorchProbe.parse(probe)
+
+
 def test_pytorch_on_h200_passes():
-    results = {r.id: r for r in checks.check_pytorch(H200, Expectations(framework="pytorch"), H200_PROBE)}
+    results = {r.id: r for r in checks.check_pytorch(H200, Expectations(framework="pytorch"), torch(H200_PROBE))}
     assert {k: v.status for k, v in results.items()} == {
-        "framework.pytorch": "pass", "framework.pytorch.devices": "pass", "framework.pytorch.arch": "pass",
-        "framework.pytorch.matmul": "pass", "framework.pytorch.bandwidth": "pass",
+        "framework.pytorch": "pass",
+        "framework.pytorch.devices": "pass",
+        "framework.pytorch.arch": "pass",
+        "framework.pytorch.matmul": "pass",
+        "framework.pytorch.bandwidth": "pass",
     }
 
 
+ARCH = "framework.pytorch.arch"
+
+
 def test_default_wheel_has_no_code_for_a_1080ti():
-    ti = gpu("0000:01:00.0", H200["gpus"][0]["pcie"], name="NVIDIA GeForce GTX 1080 Ti")
+    ti = gpu("0000:01:00.0", H200_RAW["gpus"][0]["pcie"], name="NVIDIA GeForce GTX 1080 Ti")
     probe = copy.deepcopy(H200_PROBE)
     probe["devices"][0].update({"name": "NVIDIA GeForce GTX 1080 Ti", "cc": [6, 1], "pci_bus_id": "0000:01:00.0"})
-    arch = {r.id: r for r in checks.check_pytorch(with_gpus(ti), Expectations(), probe)}["framework.pytorch.arch"]
+    arch = {r.id: r for r in checks.check_pytorch(with_gpus(ti), Expectations(), torch(probe))}[ARCH]
     assert arch.status == "fail" and "sm_61" in arch.message
     # the cu126 build carries sm_60, which runs on 6.1 (same major)
     probe["arch_list"] = ["sm_50", "sm_60", "sm_70", "sm_75", "sm_80", "sm_86", "sm_90"]
-    arch = {r.id: r for r in checks.check_pytorch(with_gpus(ti), Expectations(), probe)}["framework.pytorch.arch"]
+    arch = {r.id: r for r in checks.check_pytorch(with_gpus(ti), Expectations(), torch(probe))}[ARCH]
     assert arch.status == "pass"
 
 
 def test_slow_copy_fails_bandwidth():
     probe = copy.deepcopy(H200_PROBE)
     probe["devices"][0]["h2d_gbps"] = 19.3  # pageable-memory speed on Gen5 x16
-    bw = {r.id: r for r in checks.check_pytorch(H200, Expectations(), probe)}["framework.pytorch.bandwidth"]
+    bw = {r.id: r for r in checks.check_pytorch(H200, Expectations(), torch(probe))}["framework.pytorch.bandwidth"]
     assert bw.status == "fail" and "Gen5 x16" in bw.message
     lenient = Expectations(pcie_bandwidth_min_ratio=0.3)
-    bw = {r.id: r for r in checks.check_pytorch(H200, lenient, probe)}["framework.pytorch.bandwidth"]
+    bw = {r.id: r for r in checks.check_pytorch(H200, lenient, torch(probe))}["framework.pytorch.bandwidth"]
     assert bw.status == "pass"
 
 
 @pytest.mark.parametrize(("wanted", "status"), [("pytorch", "fail"), (None, "skip")])
 def test_missing_pytorch(wanted, status):
-    res = checks.check_pytorch(H200, Expectations(framework=wanted), {"torch": None, "error": "No module"})
+    res = checks.check_pytorch(H200, Expectations(framework=wanted), torch({"torch": None, "error": "No module"}))
     assert [r.status for r in res] == [status]
 
 
 def test_jax():
-    assert checks.check_jax(Expectations(framework="jax"), {"jax": None}, 1).status == "fail"
-    assert checks.check_jax(Expectations(), {"jax": "0.11.2", "gpu_devices": 1}, 1).status == "pass"
-    assert checks.check_jax(Expectations(), {"jax": "0.11.2", "gpu_devices": 0}, 2).status == "fail"
+    assert checks.check_jax(Expectations(framework="jax"), JaxProbe.parse({"jax": None}), 1).status == "fail"
+    assert checks.check_jax(Expectations(), JaxProbe.parse({"jax": "0.11.2", "gpu_devices": 1}), 1).status == "pass"
+    assert checks.check_jax(Expectations(), JaxProbe.parse({"jax": "0.11.2", "gpu_devices": 0}), 2).status == "fail"
 
 
 def test_summarize():

@@ -1,6 +1,6 @@
 """The real Typer app through CliRunner, with only the runner boundary replaced (see conftest.py).
 
-Facts come from ``hwparse.collect()`` over the committed fake hosts; ``run_playbook`` is the fake runner,
+Facts come from ``collector.collect()`` over the committed fake hosts; ``run_playbook`` is the fake runner,
 ``verify.run_suite`` is stubbed only where the CLI's handling of a report is under test. Two tests at the end run
 ``dlsetup facts`` and ``dlsetup verify`` on this machine for real.
 """
@@ -16,8 +16,11 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from dlsetup import __version__
-from dlsetup.compat import request_from_facts, resolve_stack
-from dlsetup.runner import HostStats
+from dlsetup.facts.model import HostFacts
+from dlsetup.facts.record import HostRecord
+from dlsetup.plan.request import request_from_facts
+from dlsetup.plan.resolve import resolve_stack
+from dlsetup.run.runner import HostStats
 
 if TYPE_CHECKING:  # fixtures' types; conftest.py is not importable as a module
     from conftest import FakeRunner, Invoke, StubVerify
@@ -518,8 +521,10 @@ def test_plan_of_an_unreachable_host_exits_3(cli: Invoke, fake_runner: FakeRunne
 
 
 def expected_host_vars(facts: dict[str, Any]) -> dict[str, Any]:
-    plan = resolve_stack(request_from_facts(facts, {}))
-    return {**plan.to_extravars(), "dlsetup_plan": plan.to_dict()}
+    typed = HostFacts.from_dict(facts)
+    plan = resolve_stack(request_from_facts(typed, {}))
+    record = HostRecord.of(typed, plan.to_dict()).to_dict()
+    return {**plan.to_extravars(), "dlsetup_plan": plan.to_dict(), "dlsetup_state": record}
 
 
 def test_provision_check_mode(cli: Invoke, fake_runner: FakeRunner, stub_verify: StubVerify, host_facts) -> None:
@@ -750,7 +755,7 @@ def test_provision_names_hardware_drift(
     # what the last provision recorded: the first 1080 Ti, and a TITAN X (Pascal) where the second one is now
     gone = {"pci_bus_id": "0000:06:00.0", "pci_id": "10de:1b00", "subsystem_id": "10de:119a",
             "pci_name": "GP102 [TITAN X]"}  # fmt: skip
-    previous_plan = resolve_stack(request_from_facts(facts, {})).to_dict()
+    previous_plan = resolve_stack(request_from_facts(HostFacts.from_dict(facts), {})).to_dict()
     previous_plan["driver"]["branch"] = "535"
     fake_runner.previous_state["localhost"] = {"gpus": [keep, gone], "plan": previous_plan}
     result = cli("provision", "localhost", "--check")

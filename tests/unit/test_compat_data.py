@@ -13,21 +13,14 @@ from typing import Any
 import pytest
 import yaml
 
-from dlsetup.compat.models import (
-    DATA_FILES,
-    PACKAGE_NAME,
-    all_package_names,
-    cc_tuple,
-    consistency_problems,
-    load_compat_data,
-    load_compat_data_from,
-    raw_rows,
-)
-from dlsetup.compat.pins import validate_pins
-from dlsetup.compat.plan import PlanInputError
 from dlsetup.errors import DlsetupError
+from dlsetup.plan.consistency import all_package_names, consistency_problems
+from dlsetup.plan.load import DATA_FILES, load_compat_data, load_compat_data_from, raw_rows
+from dlsetup.plan.model import PlanInputError
+from dlsetup.plan.pins import validate_pins
+from dlsetup.plan.schema import PACKAGE_NAME, cc_tuple
 
-DATA_DIR = Path(str(resources.files("dlsetup.compat") / "data"))
+DATA_DIR = Path(str(resources.files("dlsetup.plan") / "data"))
 
 
 def _mappings(node: Any, path: str) -> Iterator[tuple[str, dict[str, Any]]]:

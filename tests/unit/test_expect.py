@@ -1,7 +1,7 @@
 import pytest
 
 from dlsetup.errors import ConfigError
-from dlsetup.expect import Expectations, merge, parse_expect_flags, parse_expectations
+from dlsetup.verify.expect import Expectations, merge, parse_expect_flags, parse_expectations
 
 
 def test_full_mapping_is_coerced():

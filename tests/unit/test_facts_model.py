@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
-from dlsetup import facts as facts_module
-from dlsetup import hwparse
 from dlsetup.errors import EXIT_INTERNAL, DlsetupError
-from dlsetup.facts import (
+from dlsetup.facts import model as facts_module
+from dlsetup.facts.hwparse import collector, common, nvidia_smi
+from dlsetup.facts.model import (
     DriverError,
     FactsFormatError,
     GpuFacts,
@@ -49,7 +49,7 @@ def collected(tree: str, scenario: str | None, proc: str | None = None) -> dict[
         out = subprocess.run([str(FAKE_SMI), *argv[1:]], capture_output=True, text=True, env=env, check=False)
         return out.returncode, out.stdout, out.stderr
 
-    return hwparse.collect(
+    return collector.collect(
         run,
         sysfs_root=str(FIX / "sysfs" / tree),
         nvidia_proc_dir=str(FIX / "nvidia-proc" / proc) if proc else "/nonexistent/dlsetup",
@@ -163,9 +163,9 @@ def test_malformed_facts_are_rejected_with_their_path(change, where):
 
 def test_bus_id_domains():
     data = _host()
-    data["gpus"][0]["pci_bus_id"] = hwparse.normalize_bus_id("00008ED0:00:00.0")  # Azure/Hyper-V, real capture
+    data["gpus"][0]["pci_bus_id"] = common.normalize_bus_id("00008ED0:00:00.0")  # Azure/Hyper-V, real capture
     assert HostFacts.from_dict(data).gpus[0].pci_bus_id == "8ed0:00:00.0"
-    data["gpus"][0]["pci_bus_id"] = hwparse.normalize_bus_id("00010000:00:00.0")
+    data["gpus"][0]["pci_bus_id"] = common.normalize_bus_id("00010000:00:00.0")
     assert HostFacts.from_dict(data).gpus[0].pci_bus_id == "10000:00:00.0"
 
 
@@ -179,13 +179,13 @@ def test_the_error_is_a_dlsetup_error():
 
 
 def test_every_error_kind_is_accepted():
-    for kind in hwparse.ERROR_KINDS:
+    for kind in nvidia_smi.ERROR_KINDS:
         data = _host()
         data["driver"]["error"] = {"kind": kind, "message": "m", "hint": "h"}
         assert HostFacts.from_dict(data).driver.error == DriverError(kind, "m", "h")
 
 
 def test_error_kind_type_matches_the_module_list():
-    """facts.ErrorKind (for type checking) and hwparse.ERROR_KINDS (what the module emits and facts validates
+    """facts.ErrorKind (for type checking) and nvidia_smi.ERROR_KINDS (what the module emits and facts validates
     against) are one list written twice, since hwparse must stay stdlib-only: keep them from drifting."""
-    assert typing.get_args(facts_module.ErrorKind) == hwparse.ERROR_KINDS
+    assert typing.get_args(facts_module.ErrorKind) == nvidia_smi.ERROR_KINDS

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from dlsetup import hwparse
+from dlsetup.facts.hwparse import collector, common, nvidia_smi, sysfs, textfiles
 
 REPO = Path(__file__).resolve().parents[2]
 FIX = REPO / "tests" / "fixtures"
@@ -52,15 +52,15 @@ def read(path: Path) -> str:
     ],
 )
 def test_sentinels_become_none(raw):
-    assert hwparse.smi_value(raw) is None
+    assert nvidia_smi.smi_value(raw) is None
 
 
 def test_values_are_stripped_not_dropped():
-    assert hwparse.smi_value(" 580.159.04 ") == "580.159.04"
-    assert hwparse.smi_value("Default") == "Default"
-    assert hwparse.parse_int("[N/A]") is None
-    assert hwparse.parse_int("16") == 16
-    assert hwparse.parse_int("16x") is None
+    assert nvidia_smi.smi_value(" 580.159.04 ") == "580.159.04"
+    assert nvidia_smi.smi_value("Default") == "Default"
+    assert common.parse_int("[N/A]") is None
+    assert common.parse_int("16") == 16
+    assert common.parse_int("16x") is None
 
 
 def _h200_fields() -> list[str]:
@@ -70,7 +70,7 @@ def _h200_fields() -> list[str]:
 
 def test_h200_noheader_nounits_capture():
     fields = _h200_fields()
-    rows = hwparse.parse_query_gpu_csv(read(H200 / "nvidia-smi-query-gpu-noheader-nounits.csv"), fields)
+    rows = nvidia_smi.parse_query_gpu_csv(read(H200 / "nvidia-smi-query-gpu-noheader-nounits.csv"), fields)
     assert len(rows) == 1
     row = rows[0]
     assert row["index"] == "0"
@@ -88,31 +88,33 @@ def test_h200_noheader_nounits_capture():
 
 
 def test_h200_csv_with_header_equals_noheader_nounits():
-    with_header = hwparse.parse_query_gpu_csv_with_header(read(H200 / "nvidia-smi-query-gpu.csv"))
-    bare = hwparse.parse_query_gpu_csv(read(H200 / "nvidia-smi-query-gpu-noheader-nounits.csv"), _h200_fields())
+    with_header = nvidia_smi.parse_query_gpu_csv_with_header(read(H200 / "nvidia-smi-query-gpu.csv"))
+    bare = nvidia_smi.parse_query_gpu_csv(read(H200 / "nvidia-smi-query-gpu-noheader-nounits.csv"), _h200_fields())
     assert with_header == bare
     assert with_header[0]["power.limit"] == "700.00"
 
 
 def test_h100_all_fields_capture():
-    rows = hwparse.parse_query_gpu_csv_with_header(read(COLLECTED / "h100-590-query-gpu-csv-all-fields" / "output.csv"))
+    rows = nvidia_smi.parse_query_gpu_csv_with_header(
+        read(COLLECTED / "h100-590-query-gpu-csv-all-fields" / "output.csv")
+    )
     assert len(rows) == 1
     row = rows[0]
     assert len(row) == 212
     assert row["name"] == "NVIDIA H100 80GB HBM3"
     assert row["memory.total"] == "81559"
-    assert hwparse.normalize_bus_id(row["pci.bus_id"]) == "0000:00:09.0"
-    assert hwparse.parse_pci_device_id(row["pci.device_id"]) == "10de:2330"
+    assert common.normalize_bus_id(row["pci.bus_id"]) == "0000:00:09.0"
+    assert nvidia_smi.parse_pci_device_id(row["pci.device_id"]) == "10de:2330"
     assert row["pcie.link.gen.gpumax"] == "5"
     assert row["pcie.link.gen.hostmax"] is None
     assert row["compute_cap"] == "9.0"
     assert row["display_mode"] is None
-    assert hwparse.parse_persistence_mode(row["persistence_mode"]) is True
+    assert nvidia_smi.parse_persistence_mode(row["persistence_mode"]) is True
 
 
 def test_row_with_wrong_cell_count_is_an_error():
     with pytest.raises(ValueError, match="2 values where 3"):
-        hwparse.parse_query_gpu_csv("0, NVIDIA H200\n", ["index", "name", "uuid"])
+        nvidia_smi.parse_query_gpu_csv("0, NVIDIA H200\n", ["index", "name", "uuid"])
 
 
 def test_query_fields_exist_in_the_real_580_field_list():
@@ -122,17 +124,17 @@ def test_query_fields_exist_in_the_real_580_field_list():
         if line.startswith('"'):
             known.update(part.strip().strip('"') for part in line.split(" or "))
     assert "compute_cap" in known  # the parse found the list
-    assert set(hwparse.QUERY_FIELDS) <= known
-    assert set(hwparse.LEGACY_QUERY_FIELDS) <= known
+    assert set(nvidia_smi.QUERY_FIELDS) <= known
+    assert set(nvidia_smi.LEGACY_QUERY_FIELDS) <= known
 
 
 def test_legacy_list_drops_only_the_new_fields():
-    assert set(hwparse.QUERY_FIELDS) - set(hwparse.LEGACY_QUERY_FIELDS) == {
+    assert set(nvidia_smi.QUERY_FIELDS) - set(nvidia_smi.LEGACY_QUERY_FIELDS) == {
         "compute_cap",
         "pcie.link.gen.gpucurrent",
         "pcie.link.gen.gpumax",
     }
-    assert "pcie.link.gen.current" in hwparse.LEGACY_QUERY_FIELDS
+    assert "pcie.link.gen.current" in nvidia_smi.LEGACY_QUERY_FIELDS
 
 
 @pytest.mark.parametrize(
@@ -140,12 +142,12 @@ def test_legacy_list_drops_only_the_new_fields():
     [("410.78", True), ("470.256.02", True), ("535.309.01", False), ("580.159.04", False), (None, False)],
 )
 def test_field_list_by_driver_generation(version, legacy):
-    expected = hwparse.LEGACY_QUERY_FIELDS if legacy else hwparse.QUERY_FIELDS
-    assert hwparse.choose_query_fields(version) == expected
+    expected = nvidia_smi.LEGACY_QUERY_FIELDS if legacy else nvidia_smi.QUERY_FIELDS
+    assert nvidia_smi.choose_query_fields(version) == expected
 
 
 def test_query_command():
-    argv = hwparse.query_gpu_command("/usr/bin/nvidia-smi", ["index", "name"])
+    argv = nvidia_smi.query_gpu_command("/usr/bin/nvidia-smi", ["index", "name"])
     assert argv == ["/usr/bin/nvidia-smi", "--query-gpu=index,name", "--format=csv,noheader,nounits"]
 
 
@@ -171,41 +173,41 @@ def test_bus_ids_from_real_tables():
         "00000000:0A:00.0",
     ]
     normalized = [
-        hwparse.normalize_bus_id(b) for b in _bus_ids_in_table(COLLECTED / "4x1080ti-410-nvidia-smi" / "output.txt")
+        common.normalize_bus_id(b) for b in _bus_ids_in_table(COLLECTED / "4x1080ti-410-nvidia-smi" / "output.txt")
     ]
     assert normalized == ["0000:05:00.0", "0000:06:00.0", "0000:09:00.0", "0000:0a:00.0"]
     # Hyper-V (Azure) domain: 8 hex digits that do not start with zeros.
     (azure,) = _bus_ids_in_table(COLLECTED / "v100-azure-err-power-nvidia-smi-snippet" / "output.txt")
     assert azure == "00008ED0:00:00.0"
-    assert hwparse.normalize_bus_id(azure) == "8ed0:00:00.0"
+    assert common.normalize_bus_id(azure) == "8ed0:00:00.0"
     # 2014 driver: 4-digit domain already.
     titan = _bus_ids_in_table(COLLECTED / "3xgtxtitan-325-lost-gpu-nvidia-smi-TRUNCATED" / "output.txt")
-    assert [hwparse.normalize_bus_id(b) for b in titan] == ["0000:03:00.0", "0000:04:00.0", "0000:84:00.0"]
+    assert [common.normalize_bus_id(b) for b in titan] == ["0000:03:00.0", "0000:04:00.0", "0000:84:00.0"]
 
 
 @pytest.mark.parametrize("bad", ["", "[N/A]", "00:06.0", "0000:00:06", "GPU-d53dfef5", None])
 def test_bad_bus_ids(bad):
-    assert hwparse.normalize_bus_id(bad) is None
+    assert common.normalize_bus_id(bad) is None
 
 
 def test_device_ids():
-    assert hwparse.parse_pci_device_id("0x233510DE") == "10de:2335"
-    assert hwparse.parse_pci_device_id("0x18BF10DE") == "10de:18bf"
+    assert nvidia_smi.parse_pci_device_id("0x233510DE") == "10de:2335"
+    assert nvidia_smi.parse_pci_device_id("0x18BF10DE") == "10de:18bf"
     # The `nvidia-smi -q -x` form has no 0x (real GTX 1660 Ti capture).
     xml = ET.parse(COLLECTED / "gtx1660ti-418-graphics-device-nvidia-smi-q-x" / "output.xml").getroot()
     device_id = xml.findtext("gpu/pci/pci_device_id")
     assert device_id == "218410DE"
-    assert hwparse.parse_pci_device_id(device_id) == "10de:2184"
-    assert hwparse.normalize_bus_id(xml.findtext("gpu/pci/pci_bus_id")) == "0000:43:00.0"
-    assert hwparse.parse_persistence_mode(xml.findtext("gpu/persistence_mode")) is False
-    assert hwparse.parse_pci_device_id("[N/A]") is None
-    assert hwparse.parse_pci_device_id("0x2335") is None
+    assert nvidia_smi.parse_pci_device_id(device_id) == "10de:2184"
+    assert common.normalize_bus_id(xml.findtext("gpu/pci/pci_bus_id")) == "0000:43:00.0"
+    assert nvidia_smi.parse_persistence_mode(xml.findtext("gpu/persistence_mode")) is False
+    assert nvidia_smi.parse_pci_device_id("[N/A]") is None
+    assert nvidia_smi.parse_pci_device_id("0x2335") is None
 
 
 def test_persistence_mode():
-    assert hwparse.parse_persistence_mode("Enabled") is True
-    assert hwparse.parse_persistence_mode("Disabled") is False
-    assert hwparse.parse_persistence_mode("[N/A]") is None
+    assert nvidia_smi.parse_persistence_mode("Enabled") is True
+    assert nvidia_smi.parse_persistence_mode("Disabled") is False
+    assert nvidia_smi.parse_persistence_mode("[N/A]") is None
 
 
 # ------------------------------------------------------------------------------------------------
@@ -230,7 +232,7 @@ def _first_line(path: Path) -> str:
 )
 def test_real_failures_are_classified(fixture, rc, kind, hint_word):
     text = read(COLLECTED / fixture)
-    error = hwparse.classify_nvidia_smi_failure(rc, text)
+    error = nvidia_smi.classify_nvidia_smi_failure(rc, text)
     assert set(error) == {"kind", "message", "hint"}
     assert error["kind"] == kind
     assert error["message"] == _first_line(COLLECTED / fixture)
@@ -239,25 +241,25 @@ def test_real_failures_are_classified(fixture, rc, kind, hint_word):
 
 def test_classification_is_by_text_not_only_exit_code():
     text = read(COLLECTED / "nvml-driver-library-version-mismatch" / "output.txt")
-    assert hwparse.classify_nvidia_smi_failure(255, text)["kind"] == "version_mismatch"
+    assert nvidia_smi.classify_nvidia_smi_failure(255, text)["kind"] == "version_mismatch"
     lost = read(COLLECTED / "unable-to-determine-device-handle-2015" / "output.txt")
-    error = hwparse.classify_nvidia_smi_failure(255, lost)
+    error = nvidia_smi.classify_nvidia_smi_failure(255, lost)
     assert "GPU 0000:0b:00.0" in error["hint"]
 
 
 def test_exit_codes_without_known_text():
-    assert hwparse.classify_nvidia_smi_failure(9, "")["kind"] == "driver_not_loaded"
-    assert hwparse.classify_nvidia_smi_failure(12, "")["kind"] == "nvml_missing"
-    assert hwparse.classify_nvidia_smi_failure(15, "")["kind"] == "gpu_lost"
-    assert hwparse.classify_nvidia_smi_failure(18, "")["kind"] == "version_mismatch"
-    assert hwparse.classify_nvidia_smi_failure(6, "")["kind"] == "no_devices"
-    other = hwparse.classify_nvidia_smi_failure(3, "Some new failure\nsecond line\n")
+    assert nvidia_smi.classify_nvidia_smi_failure(9, "")["kind"] == "driver_not_loaded"
+    assert nvidia_smi.classify_nvidia_smi_failure(12, "")["kind"] == "nvml_missing"
+    assert nvidia_smi.classify_nvidia_smi_failure(15, "")["kind"] == "gpu_lost"
+    assert nvidia_smi.classify_nvidia_smi_failure(18, "")["kind"] == "version_mismatch"
+    assert nvidia_smi.classify_nvidia_smi_failure(6, "")["kind"] == "no_devices"
+    other = nvidia_smi.classify_nvidia_smi_failure(3, "Some new failure\nsecond line\n")
     assert other == {
         "kind": "query_failed",
         "message": "Some new failure",
         "hint": "nvidia-smi exited with code 3: run `nvidia-smi` by hand for the full message.",
     }
-    timed_out = hwparse.classify_nvidia_smi_failure(124, "")
+    timed_out = nvidia_smi.classify_nvidia_smi_failure(124, "")
     assert timed_out["kind"] == "query_failed"
     assert "did not answer in time" in timed_out["hint"]
     assert "code 124" in timed_out["message"]
@@ -268,29 +270,29 @@ def test_invalid_field_answer_from_the_real_capture():
     message = line.split(" => ", 1)[1].split("|")[0]
     assert message == 'Field "bogus.field" is not a valid field to query.'
     assert line.endswith("rc=2")
-    assert hwparse.is_invalid_field_error(2, message)
-    assert not hwparse.is_invalid_field_error(0, message)
-    assert not hwparse.is_invalid_field_error(2, "No devices were found")
-    error = hwparse.classify_nvidia_smi_failure(2, message + "\n\n")
+    assert nvidia_smi.is_invalid_field_error(2, message)
+    assert not nvidia_smi.is_invalid_field_error(0, message)
+    assert not nvidia_smi.is_invalid_field_error(2, "No devices were found")
+    error = nvidia_smi.classify_nvidia_smi_failure(2, message + "\n\n")
     assert error["kind"] == "query_failed"
     assert "older" in error["hint"]
 
 
 def test_no_devices_hint_names_the_cause_seen_on_the_host():
     text = read(COLLECTED / "no-devices-rtx5090-open-575" / "output.txt")
-    plain = hwparse.classify_nvidia_smi_failure(6, text)["hint"]
+    plain = nvidia_smi.classify_nvidia_smi_failure(6, text)["hint"]
     assert "Here" not in plain
-    nouveau = hwparse.classify_nvidia_smi_failure(6, text, kernel_drivers=["nouveau", None])["hint"]
+    nouveau = nvidia_smi.classify_nvidia_smi_failure(6, text, kernel_drivers=["nouveau", None])["hint"]
     assert "Here nouveau is bound" in nouveau
-    opened = hwparse.classify_nvidia_smi_failure(6, text, kernel_module="open")["hint"]
+    opened = nvidia_smi.classify_nvidia_smi_failure(6, text, kernel_module="open")["hint"]
     assert "Here the open kernel module is loaded" in opened
 
 
 def test_missing_nvidia_smi_error():
-    error = hwparse.nvidia_smi_missing_error()
+    error = nvidia_smi.nvidia_smi_missing_error()
     assert error["kind"] == "nvidia_smi_missing"
     assert set(error) == {"kind", "message", "hint"}
-    assert set(hwparse.ERROR_KINDS) >= {error["kind"], "query_failed"}
+    assert set(nvidia_smi.ERROR_KINDS) >= {error["kind"], "query_failed"}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -316,41 +318,41 @@ def test_missing_nvidia_smi_error():
     ],
 )
 def test_link_speeds(speed, gen):
-    assert hwparse.link_speed_to_gen(speed) == gen
+    assert sysfs.link_speed_to_gen(speed) == gen
 
 
 def test_link_attributes_of_the_real_h200_capture():
     lines = read(H200 / "sysfs-pci.txt").splitlines()
     start, parent = lines.index("====") + 2, lines.index("-- parent /sys/devices/pci0000:00")
     gpu = dict(line.split("=", 1) for line in lines[start:parent])
-    assert hwparse.link_speed_to_gen(gpu["current_link_speed"]) == 5
-    assert hwparse.link_speed_to_gen(gpu["max_link_speed"]) == 5
-    assert hwparse.parse_link_width(gpu["current_link_width"]) == 16
-    assert hwparse.parse_link_width(gpu["max_link_width"]) == 16
-    assert hwparse.is_nvidia_gpu(gpu["vendor"], gpu["class"])
+    assert sysfs.link_speed_to_gen(gpu["current_link_speed"]) == 5
+    assert sysfs.link_speed_to_gen(gpu["max_link_speed"]) == 5
+    assert sysfs.parse_link_width(gpu["current_link_width"]) == 16
+    assert sysfs.parse_link_width(gpu["max_link_width"]) == 16
+    assert sysfs.is_nvidia_gpu(gpu["vendor"], gpu["class"])
     # The root-complex parent has no link files: what the capture shows there parses as "unknown".
     root = dict(line.split("=", 1) for line in lines[parent + 1 :])
     assert root["max_link_width"].startswith("cat: ")
-    assert hwparse.link_speed_to_gen(root["max_link_speed"]) is None
-    assert hwparse.parse_link_width(root["max_link_width"]) is None
+    assert sysfs.link_speed_to_gen(root["max_link_speed"]) is None
+    assert sysfs.parse_link_width(root["max_link_width"]) is None
 
 
 @pytest.mark.parametrize(
     ("width", "lanes"), [("16", 16), ("8", 8), ("1", 1), ("0", None), ("255", None), ("x16", None)]
 )
 def test_link_widths(width, lanes):
-    assert hwparse.parse_link_width(width) == lanes
+    assert sysfs.parse_link_width(width) == lanes
 
 
 def test_proc_version_open_module_real_h200():
-    parsed = hwparse.parse_nvidia_proc_version(read(NVIDIA_PROC / "h200-580-open" / "version"))
+    parsed = textfiles.parse_nvidia_proc_version(read(NVIDIA_PROC / "h200-580-open" / "version"))
     assert parsed == {"version": "580.159.04", "kernel_module": "open"}
-    assert hwparse.parse_nvidia_proc_version(read(H200 / "proc-driver-nvidia.txt")) == parsed
+    assert textfiles.parse_nvidia_proc_version(read(H200 / "proc-driver-nvidia.txt")) == parsed
 
 
 def test_proc_version_proprietary_module_real_410():
     text = read(COLLECTED / "proc-driver-nvidia-version-410.78" / "version")
-    assert hwparse.parse_nvidia_proc_version(text) == {"version": "410.78", "kernel_module": "proprietary"}
+    assert textfiles.parse_nvidia_proc_version(text) == {"version": "410.78", "kernel_module": "proprietary"}
 
 
 def test_proc_version_other_real_lines():
@@ -359,19 +361,19 @@ def test_proc_version_other_real_lines():
         "NVRM version: NVIDIA UNIX Open Kernel Module for x86_64  595.91.07  Release Build  "
         "(eduardopessin@aisandbox)  Sat Sep 12 17:31:32 BST 2026\n"
     )
-    assert hwparse.parse_nvidia_proc_version(open_595) == {"version": "595.91.07", "kernel_module": "open"}
-    assert hwparse.parse_nvidia_proc_version("GCC version: gcc 12\n") is None
-    assert hwparse.parse_nvidia_proc_version("") is None
-    assert hwparse.parse_nvidia_proc_version(None) is None
-    assert hwparse.driver_major("580.159.04") == 580
-    assert hwparse.driver_major(None) is None
+    assert textfiles.parse_nvidia_proc_version(open_595) == {"version": "595.91.07", "kernel_module": "open"}
+    assert textfiles.parse_nvidia_proc_version("GCC version: gcc 12\n") is None
+    assert textfiles.parse_nvidia_proc_version("") is None
+    assert textfiles.parse_nvidia_proc_version(None) is None
+    assert common.driver_major("580.159.04") == 580
+    assert common.driver_major(None) is None
 
 
 def test_os_release_ubuntu_h200():
-    parsed = hwparse.parse_os_release(read(H200 / "os-release"))
+    parsed = textfiles.parse_os_release(read(H200 / "os-release"))
     assert parsed["ID"] == "ubuntu"
     assert parsed["PRETTY_NAME"] == "Ubuntu 24.04.3 LTS"
-    assert hwparse.os_facts(parsed, "6.18.44-fc-v657-gpu") == {
+    assert textfiles.os_facts(parsed, "6.18.44-fc-v657-gpu") == {
         "id": "ubuntu",
         "version": "24.04",
         "codename": "noble",
@@ -381,8 +383,8 @@ def test_os_release_ubuntu_h200():
 
 
 def test_os_release_debian_12():
-    parsed = hwparse.parse_os_release(read(DEV_VM / "os-release"))
-    assert hwparse.os_facts(parsed, "6.1.0-26-amd64") == {
+    parsed = textfiles.parse_os_release(read(DEV_VM / "os-release"))
+    assert textfiles.os_facts(parsed, "6.1.0-26-amd64") == {
         "id": "debian",
         "version": "12",
         "codename": "bookworm",
@@ -392,41 +394,41 @@ def test_os_release_debian_12():
 
 
 def test_os_release_codename_from_version_and_missing_fields():
-    facts = hwparse.os_facts(hwparse.parse_os_release('ID=debian\nVERSION="12 (bookworm)"\n'), None)
+    facts = textfiles.os_facts(textfiles.parse_os_release('ID=debian\nVERSION="12 (bookworm)"\n'), None)
     assert facts == {"id": "debian", "version": None, "codename": "bookworm", "kernel": None, "pretty_name": None}
 
 
 def test_cpuinfo_real_dev_vm():
-    cpu = hwparse.parse_cpuinfo(read(DEV_VM / "cpuinfo"))
+    cpu = textfiles.parse_cpuinfo(read(DEV_VM / "cpuinfo"))
     assert cpu == {"model": "AMD EPYC", "cores": 2, "threads": 2, "hypervisor": True}
 
 
 def test_cpuinfo_without_core_ids_counts_threads():
     text = "processor\t: 0\nmodel name\t: X\n\nprocessor\t: 1\nmodel name\t: X\n"
-    assert hwparse.parse_cpuinfo(text) == {"model": "X", "cores": 2, "threads": 2, "hypervisor": False}
-    assert hwparse.parse_cpuinfo("") == {"model": None, "cores": None, "threads": None, "hypervisor": False}
+    assert textfiles.parse_cpuinfo(text) == {"model": "X", "cores": 2, "threads": 2, "hypervisor": False}
+    assert textfiles.parse_cpuinfo("") == {"model": None, "cores": None, "threads": None, "hypervisor": False}
 
 
 def test_meminfo_real_dev_vm():
-    assert hwparse.parse_meminfo_total_mib(read(DEV_VM / "meminfo")) == 24683656 // 1024
-    assert hwparse.parse_meminfo_total_mib("MemFree: 1 kB\n") is None
+    assert textfiles.parse_meminfo_total_mib(read(DEV_VM / "meminfo")) == 24683656 // 1024
+    assert textfiles.parse_meminfo_total_mib("MemFree: 1 kB\n") is None
 
 
 def test_dmi_values_and_virtualization():
-    assert hwparse.clean_dmi_value("Dell Inc.\n") == "Dell Inc."
+    assert textfiles.clean_dmi_value("Dell Inc.\n") == "Dell Inc."
     for placeholder in ("To Be Filled By O.E.M.", "Default string", "System Product Name", "", "  "):
-        assert hwparse.clean_dmi_value(placeholder) is None
-    assert hwparse.detect_virtualization(True, "QEMU", None, True) == "container"
-    assert hwparse.detect_virtualization(False, "QEMU", "Standard PC (Q35 + ICH9, 2009)", False) == "vm"
-    assert hwparse.detect_virtualization(False, "Microsoft Corporation", "Virtual Machine", False) == "vm"
-    assert hwparse.detect_virtualization(False, "Dell Inc.", "XPS 13 9370", False) is None
-    assert hwparse.detect_virtualization(False, None, None, True) == "vm"
-    assert hwparse.detect_virtualization(False, None, None, False, "xen") == "vm"
+        assert textfiles.clean_dmi_value(placeholder) is None
+    assert textfiles.detect_virtualization(True, "QEMU", None, True) == "container"
+    assert textfiles.detect_virtualization(False, "QEMU", "Standard PC (Q35 + ICH9, 2009)", False) == "vm"
+    assert textfiles.detect_virtualization(False, "Microsoft Corporation", "Virtual Machine", False) == "vm"
+    assert textfiles.detect_virtualization(False, "Dell Inc.", "XPS 13 9370", False) is None
+    assert textfiles.detect_virtualization(False, None, None, True) == "vm"
+    assert textfiles.detect_virtualization(False, None, None, False, "xen") == "vm"
 
 
 def test_pci_ids_lookup_on_the_real_excerpt():
     text = read(PCI_IDS)
-    names = hwparse.lookup_pci_names(
+    names = textfiles.lookup_pci_names(
         text, ["10de:1b06", "10de:1c8c", "10de:2684", "10de:1f08", "10de:2330", "10de:2335", "8086:2335", "10de:147d"]
     )
     assert names == {
@@ -438,29 +440,29 @@ def test_pci_ids_lookup_on_the_real_excerpt():
         # the H200 (10de:2335) is not in this 2023 database; Intel's 2335 must not stand in for it
         "8086:2335": "DH89xxCC USB2 Enhanced Host Controller #1",
     }
-    assert hwparse.lookup_pci_name(text, "10DE:1B06") == "GP102 [GeForce GTX 1080 Ti]"
-    assert hwparse.lookup_pci_name(text, "10de:2335") is None
+    assert textfiles.lookup_pci_name(text, "10DE:1B06") == "GP102 [GeForce GTX 1080 Ti]"
+    assert textfiles.lookup_pci_name(text, "10de:2335") is None
 
 
 @pytest.mark.parametrize(
     ("version", "text"), [(13000, "13.0"), (12040, "12.4"), (12080, "12.8"), (11060, "11.6"), (0, None), (None, None)]
 )
 def test_cuda_version_format(version, text):
-    assert hwparse.format_cuda_version(version) == text
+    assert nvidia_smi.format_cuda_version(version) == text
 
 
 def test_cuda_version_without_libcuda():
-    assert hwparse.read_cuda_driver_version(("libdlsetup-does-not-exist.so.1",)) is None
+    assert nvidia_smi.read_cuda_driver_version(("libdlsetup-does-not-exist.so.1",)) is None
 
 
 def test_pci_classes():
-    assert hwparse.is_nvidia_gpu("0x10de", "0x030200")  # H200, laptop dGPUs: 3D controller
-    assert hwparse.is_nvidia_gpu("0x10de", "0x030000")  # VGA
-    assert not hwparse.is_nvidia_gpu("0x10de", "0x040300")  # the GPU's HDMI audio function
-    assert not hwparse.is_nvidia_gpu("0x10de", "0x068000")  # NVSwitch
-    assert not hwparse.is_nvidia_gpu("0x10de", "0x030100")  # XGA: not in the contract
-    assert not hwparse.is_nvidia_gpu("0x8086", "0x030000")
-    assert not hwparse.is_nvidia_gpu(None, None)
+    assert sysfs.is_nvidia_gpu("0x10de", "0x030200")  # H200, laptop dGPUs: 3D controller
+    assert sysfs.is_nvidia_gpu("0x10de", "0x030000")  # VGA
+    assert not sysfs.is_nvidia_gpu("0x10de", "0x040300")  # the GPU's HDMI audio function
+    assert not sysfs.is_nvidia_gpu("0x10de", "0x068000")  # NVSwitch
+    assert not sysfs.is_nvidia_gpu("0x10de", "0x030100")  # XGA: not in the contract
+    assert not sysfs.is_nvidia_gpu("0x8086", "0x030000")
+    assert not sysfs.is_nvidia_gpu(None, None)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -490,7 +492,7 @@ def test_committed_trees_match_their_builder(tmp_path):
 
 
 def test_pci_devices_of_the_h200_tree_match_the_capture():
-    devices = hwparse.read_pci_devices(str(SYSFS / "h200-vm"))
+    devices = sysfs.read_pci_devices(str(SYSFS / "h200-vm"))
     captured = [line for line in read(H200 / "sysfs-pci.txt").splitlines() if line.startswith("/sys/bus/pci/devices/")]
     assert [
         f"/sys/bus/pci/devices/{d['address']} vendor=0x{d['vendor']} device=0x{d['device']} class={d['class']}"
@@ -510,9 +512,9 @@ def test_pci_devices_of_the_h200_tree_match_the_capture():
     ],
 )
 def test_links_from_trees(tree, address, link):
-    (device,) = [d for d in hwparse.read_pci_devices(str(SYSFS / tree)) if d["address"] == address]
+    (device,) = [d for d in sysfs.read_pci_devices(str(SYSFS / tree)) if d["address"] == address]
     keys = ("gen_current", "gen_max", "width_current", "width_max", "slot_gen_max", "slot_width_max")
-    assert hwparse.read_pci_link(device["path"]) == dict(zip(keys, link, strict=True))
+    assert sysfs.read_pci_link(device["path"]) == dict(zip(keys, link, strict=True))
 
 
 @pytest.mark.parametrize(
@@ -527,8 +529,8 @@ def test_links_from_trees(tree, address, link):
     ],
 )
 def test_gpu_selection_from_trees(tree, gpus):
-    devices = hwparse.read_pci_devices(str(SYSFS / tree))
-    assert [d["address"] for d in devices if hwparse.is_nvidia_gpu(d["vendor"], d["class"])] == gpus
+    devices = sysfs.read_pci_devices(str(SYSFS / tree))
+    assert [d["address"] for d in devices if sysfs.is_nvidia_gpu(d["vendor"], d["class"])] == gpus
 
 
 H200_MOUNTINFO = (
@@ -539,17 +541,17 @@ H200_MOUNTINFO = (
 
 
 def test_mountinfo_root():
-    assert hwparse.parse_mountinfo_root(H200_MOUNTINFO) == ("254:0", "/dev/vda")
+    assert textfiles.parse_mountinfo_root(H200_MOUNTINFO) == ("254:0", "/dev/vda")
     overlay = "500 400 0:52 / / rw,relatime - overlay overlay rw,lowerdir=/a,upperdir=/b,workdir=/c\n"
-    assert hwparse.parse_mountinfo_root(overlay) == ("0:52", "overlay")
-    assert hwparse.parse_mountinfo_root("") == (None, None)
+    assert textfiles.parse_mountinfo_root(overlay) == ("0:52", "overlay")
+    assert textfiles.parse_mountinfo_root("") == (None, None)
 
 
 def test_disks_of_the_h200_tree():
-    sysfs = str(SYSFS / "h200-vm")
-    roots = hwparse.find_root_disks(sysfs, H200_MOUNTINFO)
+    tree = str(SYSFS / "h200-vm")
+    roots = sysfs.find_root_disks(tree, H200_MOUNTINFO)
     assert roots == ["vda"]
-    assert hwparse.read_disks(sysfs, roots) == [
+    assert sysfs.read_disks(tree, roots) == [
         {
             "name": "vda",
             "model": None,
@@ -570,9 +572,9 @@ def test_disks_of_the_h200_tree():
         },
     ]
     # By source device when the major:minor is anonymous (btrfs) or unknown.
-    assert hwparse.find_root_disks(sysfs, "1 1 0:33 / / rw - btrfs /dev/vda rw\n") == ["vda"]
-    assert hwparse.find_root_disks(sysfs, "1 1 0:52 / / rw - overlay overlay rw\n") == []
-    assert hwparse.find_root_disks(sysfs, None) == []
+    assert sysfs.find_root_disks(tree, "1 1 0:33 / / rw - btrfs /dev/vda rw\n") == ["vda"]
+    assert sysfs.find_root_disks(tree, "1 1 0:52 / / rw - overlay overlay rw\n") == []
+    assert sysfs.find_root_disks(tree, None) == []
 
 
 def _lvm_tree(root: Path) -> None:
@@ -602,10 +604,10 @@ def _lvm_tree(root: Path) -> None:
 
 def test_root_on_lvm_is_followed_to_the_disk(tmp_path):
     _lvm_tree(tmp_path)
-    sysfs = str(tmp_path)
-    assert hwparse.find_root_disks(sysfs, "1 1 253:0 / / rw - ext4 /dev/mapper/vg-root rw\n") == ["nvme0n1"]
-    assert hwparse.find_root_disks(sysfs, "1 1 0:1 / / rw - ext4 /dev/mapper/vg-root rw\n") == ["nvme0n1"]
-    assert hwparse.read_disks(sysfs, ["nvme0n1"]) == [
+    tree = str(tmp_path)
+    assert sysfs.find_root_disks(tree, "1 1 253:0 / / rw - ext4 /dev/mapper/vg-root rw\n") == ["nvme0n1"]
+    assert sysfs.find_root_disks(tree, "1 1 0:1 / / rw - ext4 /dev/mapper/vg-root rw\n") == ["nvme0n1"]
+    assert sysfs.read_disks(tree, ["nvme0n1"]) == [
         {
             "name": "nvme0n1",
             "model": "PM981 NVMe SAMSUNG 512GB",
@@ -696,7 +698,7 @@ def _proc_root(tmp_path: Path) -> Path:
 
 def test_collect_h200_in_process(tmp_path):
     recorder = Recorder("h200")
-    facts = hwparse.collect(
+    facts = collector.collect(
         recorder,
         sysfs_root=str(SYSFS / "h200-vm"),
         nvidia_proc_dir=str(NVIDIA_PROC / "h200-580-open"),
@@ -707,7 +709,7 @@ def test_collect_h200_in_process(tmp_path):
         container_markers=(str(tmp_path / "no-marker"),),
         cuda_driver_version=lambda: 13000,
     )
-    assert recorder.calls == [hwparse.query_gpu_command(str(FAKE_SMI), hwparse.QUERY_FIELDS)]
+    assert recorder.calls == [nvidia_smi.query_gpu_command(str(FAKE_SMI), nvidia_smi.QUERY_FIELDS)]
     assert facts == {
         "os": {
             "id": "ubuntu",
@@ -777,7 +779,7 @@ def test_collect_h200_in_process(tmp_path):
 
 def test_collect_without_nvidia_smi_never_runs_a_command():
     recorder = Recorder(None)
-    facts = hwparse.collect(
+    facts = collector.collect(
         recorder,
         sysfs_root=str(SYSFS / "xps15-9570"),
         nvidia_proc_dir="/nonexistent/dlsetup",
@@ -803,7 +805,7 @@ def test_collect_without_nvidia_smi_never_runs_a_command():
 
 
 def test_collect_on_a_host_without_sysfs_reports_it(tmp_path):
-    facts = hwparse.collect(
+    facts = collector.collect(
         Recorder(None),
         sysfs_root=str(tmp_path / "no-sys"),
         nvidia_proc_dir=str(tmp_path / "no-proc"),
@@ -821,7 +823,7 @@ def test_collect_survives_a_broken_cuda_probe():
     def broken() -> int:
         raise OSError("boom")
 
-    facts = hwparse.collect(
+    facts = collector.collect(
         Recorder("no-devices"),
         sysfs_root=str(SYSFS / "xps13-9370"),
         nvidia_proc_dir="/nonexistent/dlsetup",
@@ -838,7 +840,7 @@ def test_collect_reports_unparseable_output_as_query_failed(tmp_path):
     def garbage(argv: list[str]) -> tuple[int, str, str]:
         return 0, "this, is, not, the, requested, layout\n", ""
 
-    facts = hwparse.collect(
+    facts = collector.collect(
         garbage,
         sysfs_root=str(SYSFS / "h200-vm"),
         nvidia_proc_dir=str(tmp_path),
@@ -854,28 +856,34 @@ def test_collect_reports_unparseable_output_as_query_failed(tmp_path):
 # shipped to managed hosts: Python 3.8 syntax, stdlib only
 
 
-@pytest.mark.parametrize(
-    "path", [REPO / "dlsetup" / "hwparse.py", REPO / "roles" / "hw_facts" / "library" / "dlsetup_hw_facts.py"]
-)
+HWPARSE = REPO / "dlsetup" / "facts" / "hwparse"
+HWPARSE_FILES = sorted(HWPARSE.glob("*.py"))
+
+
+@pytest.mark.parametrize("path", [*HWPARSE_FILES, REPO / "roles" / "hw_facts" / "library" / "dlsetup_hw_facts.py"])
 def test_python_38_syntax(path):
     ast.parse(read(path), feature_version=(3, 8))
 
 
-def test_hwparse_imports_only_the_stdlib():
-    tree = ast.parse(read(REPO / "dlsetup" / "hwparse.py"))
+@pytest.mark.parametrize("path", HWPARSE_FILES, ids=[p.name for p in HWPARSE_FILES])
+def test_hwparse_imports_only_the_stdlib(path):
+    tree = ast.parse(read(path))
     imported = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             imported.update(alias.name.split(".")[0] for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module:
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             imported.add(node.module.split(".")[0])
+        elif isinstance(node, ast.ImportFrom):  # relative: only siblings inside the package
+            assert node.level == 1, f"{path.name}: import from outside the package"
     assert imported <= set(sys.stdlib_module_names) | {"__future__"}
+    assert len(HWPARSE_FILES) == 6  # __init__, common, nvidia_smi, sysfs, textfiles, collector
 
 
 def test_module_utils_symlink_points_at_hwparse():
-    link = REPO / "roles" / "hw_facts" / "module_utils" / "dlsetup_hwparse.py"
+    link = REPO / "roles" / "hw_facts" / "module_utils" / "dlsetup_hwparse"
     assert link.is_symlink()
-    assert link.resolve() == (REPO / "dlsetup" / "hwparse.py").resolve()
+    assert link.resolve() == HWPARSE.resolve()
 
 
 def _python38() -> str | None:
@@ -893,8 +901,8 @@ def test_hwparse_runs_on_python_38(tmp_path):
     if python38 is None:
         pytest.skip("no Python 3.8 interpreter on this machine (the syntax check above still ran)")
     code = (
-        "import sys; sys.path.insert(0, 'dlsetup'); import hwparse; "
-        "print(hwparse.link_speed_to_gen('8 GT/s'), hwparse.parse_nvidia_proc_version(open(sys.argv[1]).read()))"
+        "import sys; sys.path.insert(0, 'dlsetup/facts'); from hwparse import collector, sysfs, textfiles; "
+        "print(sysfs.link_speed_to_gen('8 GT/s'), textfiles.parse_nvidia_proc_version(open(sys.argv[1]).read()))"
     )
     version = str(NVIDIA_PROC / "h200-580-open" / "version")
     out = subprocess.run([python38, "-c", code, version], cwd=REPO, capture_output=True, text=True, check=True)

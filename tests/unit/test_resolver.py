@@ -11,11 +11,13 @@ from typing import Any
 import pytest
 from rich.console import Console
 
-from dlsetup.compat.models import load_compat_data
-from dlsetup.compat.plan import PlanInputError, error_payload
-from dlsetup.compat.render import render_plan
-from dlsetup.compat.resolver import request_from_facts, request_offline, resolve_stack
 from dlsetup.errors import EXIT_CONFIG, EXIT_UNSUPPORTED, ConfigError, UnsupportedError
+from dlsetup.facts.model import HostFacts
+from dlsetup.plan.load import load_compat_data
+from dlsetup.plan.model import PlanInputError
+from dlsetup.plan.request import request_from_facts, request_offline
+from dlsetup.plan.resolve import resolve_stack
+from dlsetup.ui.plan import render_plan
 
 AS_OF = date(2026, 11, 26)  # the date compat.md was compiled; lifecycle answers depend on it
 
@@ -336,7 +338,7 @@ def test_unknown_gpu_names_the_id() -> None:
 # --- live facts --------------------------------------------------------------------------------------------------
 
 
-def host_facts(os_id: str, version: str, gpus: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
+def host_facts(os_id: str, version: str, gpus: list[dict[str, Any]], **extra: Any) -> HostFacts:
     facts: dict[str, Any] = {
         "os": {
             "id": os_id,
@@ -345,15 +347,18 @@ def host_facts(os_id: str, version: str, gpus: list[dict[str, Any]], **extra: An
             "kernel": extra.pop("kernel", None),
             "pretty_name": f"{os_id} {version}",
         },
-        "machine": extra.pop("machine", {"vendor": None, "product": None, "virtualization": None}),
+        "machine": {"vendor": None, "product": None, "virtualization": None, **extra.pop("machine", {})},
         "gpus": gpus,
         "driver": extra.pop(
             "driver", {"loaded": False, "version": None, "cuda_version": None, "kernel_module": None, "error": None}
         ),
         "warnings": [],
+        "cpu": {"model": None, "cores": None, "threads": None},
+        "memory_mib": None,
+        "disks": [],
     }
     facts.update(extra)
-    return facts
+    return HostFacts.from_dict(facts)
 
 
 def gpu_fact(pci_id: str, name: str | None = None, cc: str | None = None, pci_name: str | None = None):
@@ -365,6 +370,15 @@ def gpu_fact(pci_id: str, name: str | None = None, cc: str | None = None, pci_na
         "compute_capability": cc,
         "pci_name": pci_name,
         "visible_to_driver": cc is not None,
+        # what planning does not read
+        "subsystem_id": None,
+        "pci_class": "0x030000",
+        "memory_mib": None,
+        "persistence_mode": None,
+        "kernel_driver": None,
+        "pcie": dict.fromkeys(
+            ("gen_current", "gen_max", "width_current", "width_max", "slot_gen_max", "slot_width_max")
+        ),
     }
 
 
@@ -471,6 +485,9 @@ EXTRAVARS = {
     "nvidia_driver_branch",
     "nvidia_driver_flavor",
     "nvidia_driver_packages",
+    "nvidia_driver_pin_packages",
+    "nvidia_driver_other_flavor_packages",
+    "nvidia_driver_branch_named_packages",
     "cuda_enabled",
     "cuda_source",
     "cuda_version",
@@ -532,11 +549,11 @@ def test_extravars_of_a_cpu_only_laptop_are_explicit() -> None:
 def test_error_payload_kinds() -> None:
     with pytest.raises(UnsupportedError) as unsupported:
         plan_for("ubuntu-24.04", ["GTX 780"])
-    assert error_payload(unsupported.value)["error"]["kind"] == "no_supported_stack"
+    assert unsupported.value.payload()["error"]["kind"] == "no_supported_stack"
     with pytest.raises(ConfigError) as conflict:
         plan_for("ubuntu-24.04", ["GTX 1080 Ti"], pins={"driver_branch": 590})
-    assert error_payload(conflict.value) == {"error": {"kind": "pin_conflict", "message": conflict.value.message}}
-    assert error_payload(ConfigError("x"))["error"]["kind"] == "bad_input"
+    assert conflict.value.payload() == {"error": {"kind": "pin_conflict", "message": conflict.value.message}}
+    assert ConfigError("x").payload()["error"]["kind"] == "bad_input"
 
 
 def test_no_package_archive_host_in_any_plan() -> None:

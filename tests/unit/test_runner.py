@@ -2,9 +2,9 @@
 
 import pytest
 
-from dlsetup import runner
+from dlsetup.config.targets import resolve_targets
 from dlsetup.errors import ConfigError
-from dlsetup.targets import resolve_targets
+from dlsetup.run import runner
 
 
 def test_valid_inventory_is_listed(tmp_path):

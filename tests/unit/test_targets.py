@@ -1,7 +1,7 @@
 import pytest
 
+from dlsetup.config.targets import parse_adhoc, resolve_targets
 from dlsetup.errors import ConfigError
-from dlsetup.targets import parse_adhoc, resolve_targets
 
 INVENTORY = {
     "_meta": {

@@ -1,7 +1,7 @@
 #!/usr/bin/python
 # Copyright: dlsetup contributors
 # Apache License 2.0 (see the project's pyproject.toml)
-"""Ansible module: read-only hardware facts for dlsetup (the parsing lives in module_utils/dlsetup_hwparse)."""
+"""Ansible module: read-only hardware facts for dlsetup (the parsing lives in module_utils/dlsetup_hwparse/)."""
 
 from __future__ import annotations
 
@@ -94,7 +94,8 @@ ansible_facts:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.dlsetup_hwparse import DEFAULT_PCI_IDS_PATHS, collect
+from ansible.module_utils.dlsetup_hwparse.collector import collect
+from ansible.module_utils.dlsetup_hwparse.textfiles import DEFAULT_PCI_IDS_PATHS
 
 # nvidia-smi can hang for minutes on a GPU that fell off the bus; coreutils timeout bounds the one call.
 NVIDIA_SMI_TIMEOUT_S = 120

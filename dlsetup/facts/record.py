@@ -1,0 +1,72 @@
+"""The record a provision leaves on the host (``/etc/ansible/facts.d/dlsetup.fact``), read back by the next run.
+
+It holds what identifies each GPU on PCI and the plan that was applied (``docs/architecture.md``, "State record").
+The record is built once, in Python, from the facts the plan was made for (:meth:`HostRecord.of`), handed to the
+run as the ``dlsetup_state`` host variable and written by one task (the ``base`` role's ``state`` entry point).
+The applied plan stays opaque JSON here: the plan stage reads it back with its own model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Annotated, Any
+
+from pydantic import ConfigDict, Field, JsonValue, Strict, TypeAdapter, ValidationError
+from pydantic.dataclasses import dataclass
+
+from dlsetup.facts.model import BusId, HostFacts, PciId
+
+RECORD_PATH = "/etc/ansible/facts.d/dlsetup.fact"
+
+
+@dataclass(frozen=True, config=ConfigDict(extra="ignore"))
+class RecordedGpu:
+    """A GPU as the record identifies it: where it sits and what it is (names that fill in late are left out)."""
+
+    pci_bus_id: BusId
+    pci_id: PciId | None = None
+    subsystem_id: PciId | None = None
+    pci_name: Annotated[str, Strict()] | None = None
+
+    @property
+    def model(self) -> str:
+        return self.pci_name or self.pci_id or "GPU"
+
+
+@dataclass(frozen=True, config=ConfigDict(extra="ignore"))
+class HostRecord:
+    """What the last provision recorded: the GPUs on PCI then, and the applied plan (Plan JSON, without
+    ``reboot_required``, which is a state of the host rather than a choice)."""
+
+    gpus: tuple[RecordedGpu, ...] = ()
+    plan: dict[str, JsonValue] | None = Field(default=None)
+
+    @classmethod
+    def of(cls, facts: HostFacts, plan: Mapping[str, Any] | None) -> HostRecord:
+        """The record of applying ``plan`` to the host ``facts`` describe."""
+        applied = {k: v for k, v in plan.items() if k != "reboot_required"} if plan is not None else None
+        return cls(
+            gpus=tuple(RecordedGpu(g.pci_bus_id, g.pci_id, g.subsystem_id, g.pci_name) for g in facts.gpus),
+            plan=applied,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        dumped: dict[str, Any] = _RECORD.dump_python(self, mode="json")
+        return dumped
+
+    @classmethod
+    def parse(cls, data: object) -> HostRecord | None:
+        """A record read from a host, or ``None`` when it is not one (unreadable state is treated as no state: the
+        next provision rewrites it)."""
+        try:
+            return _RECORD.validate_python(data)
+        except ValidationError:
+            return None
+
+
+_RECORD: TypeAdapter[HostRecord] = TypeAdapter(HostRecord)
+
+
+def record_json_schema() -> dict[str, Any]:
+    """The JSON Schema of the record (``docs/schemas/record.schema.json`` is generated from it)."""
+    return _RECORD.json_schema(mode="serialization")

@@ -1,0 +1,113 @@
+"""Render a :class:`Plan` for a terminal with rich: a table of choices, then the reasons and the warnings."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from rich.console import Console, Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from dlsetup.plan.model import Plan
+
+_TOPIC_ORDER = (
+    "gpus",
+    "driver.flavor",
+    "driver.branch",
+    "driver.source",
+    "driver.packages",
+    "secure_boot",
+    "cuda",
+    "cudnn",
+    "nccl",
+    "nvidia_repository",
+    "pytorch",
+    "jax",
+    "laptop",
+    "reboot",
+)
+
+
+def _or_dash(value: object) -> str:
+    return "—" if value in (None, "", []) else str(value)
+
+
+class _Rows(Table):
+    """A table whose cells are plain text: names such as "[GeForce ...]" must never be read as rich markup."""
+
+    def add_row(self, *cells: RenderableType | None, **kwargs: Any) -> None:
+        super().add_row(*(Text(c) if isinstance(c, str) else c for c in cells), **kwargs)
+
+
+def choices_table(plan: Plan) -> Table:
+    """The choices, one row per component."""
+    table = _Rows(show_header=True, header_style="bold", box=None, pad_edge=False)
+    table.add_column("component", style="cyan", no_wrap=True)
+    table.add_column("choice")
+    counts = Counter(
+        f"{g.name} [{g.pci_id or '?'}] {g.architecture} CC {g.compute_capability or '?'}" for g in plan.gpus
+    )
+    gpus = ", ".join(f"{n}x {label}" if n > 1 else label for label, n in counts.items())
+    table.add_row("OS", plan.os)
+    if plan.machine is not None:
+        profile = f" (profile {plan.machine.profile})" if plan.machine.profile else ""
+        table.add_row("machine", f"{_or_dash(plan.machine.product)}{profile}")
+    table.add_row("GPUs", gpus or "no NVIDIA GPU (CPU-only stack)")
+    driver = plan.driver
+    if driver.branch is not None:
+        eol = f", EOL {driver.end_of_life}" if driver.end_of_life else ""
+        table.add_row(
+            "driver",
+            f"R{driver.branch} {driver.flavor} from {driver.source} ({driver.support}{eol})",
+        )
+        table.add_row("  packages", " ".join(driver.packages))
+    else:
+        table.add_row("driver", "none")
+    cuda = plan.cuda
+    table.add_row("CUDA", f"{cuda.version} from {cuda.source}: {' '.join(cuda.packages)}" if cuda.version else "none")
+    for label, lib in (("cuDNN", plan.cudnn), ("NCCL", plan.nccl)):
+        if lib.packages:
+            table.add_row(label, f"{lib.version or 'newest'}: {' '.join(lib.packages)}")
+    torch = plan.pytorch
+    table.add_row("PyTorch", f"torch=={torch.version} ({torch.variant}) --index-url {torch.index_url}")
+    table.add_row("JAX", f"jax[{plan.jax.extra}]" if plan.jax.extra else "jax (CPU)")
+    if plan.laptop.prime or plan.laptop.mem_sleep_default:
+        parts = []
+        if plan.laptop.prime:
+            parts.append(f"PRIME {plan.laptop.prime}")
+        if plan.laptop.mem_sleep_default:
+            parts.append(f"mem_sleep_default={plan.laptop.mem_sleep_default}")
+        table.add_row("laptop", ", ".join(parts))
+    secure = plan.secure_boot
+    table.add_row(
+        "Secure Boot",
+        "signed modules, no key enrollment" if secure.signed_modules else f"MOK enrollment: {secure.mok_enrollment}",
+    )
+    table.add_row("reboot", "required" if plan.reboot_required else "not needed")
+    return table
+
+
+def plan_renderable(plan: Plan, *, sources: bool = False) -> RenderableType:
+    """The whole plan as one rich renderable; ``sources`` adds each reason's source."""
+    parts: list[RenderableType] = [choices_table(plan)]
+    if plan.reasons:
+        parts.append(Text("\nwhy", style="bold"))
+        order = {topic: i for i, topic in enumerate(_TOPIC_ORDER)}
+        for reason in sorted(plan.reasons, key=lambda r: order.get(r.topic, len(order))):
+            line = Text("  ")
+            line.append(f"{reason.topic}: ", style="cyan")
+            line.append(reason.text)
+            parts.append(line)
+            if sources and reason.source:
+                parts.append(Text(f"    source: {reason.source}", style="dim"))
+    if plan.warnings:
+        parts.append(Text("\nwarnings", style="bold yellow"))
+        for warning in plan.warnings:
+            parts.append(Text(f"  ! {warning}", style="yellow"))
+    return Group(*parts)
+
+
+def render_plan(console: Console, plan: Plan, *, sources: bool = False) -> None:
+    """Print ``plan`` on ``console``."""
+    console.print(plan_renderable(plan, sources=sources))

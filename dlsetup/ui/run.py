@@ -1,0 +1,55 @@
+"""Render an Ansible run for a terminal (rich): live progress from runner events, then a per-host summary."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from dlsetup.run.runner import RunResult
+from dlsetup.ui.text import show
+
+
+class Progress:
+    """Live progress lines from runner events: one per host and task that changed, failed or was unreachable,
+    and a dim line for each task start."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        kind = event.get("event")
+        data = event.get("event_data") or {}
+        host, task = data.get("host"), data.get("task")
+        if kind == "playbook_on_task_start":
+            self.console.print(f"[dim]TASK {show(data.get('task'))}[/dim]")
+        elif kind == "runner_on_ok":
+            changed = (data.get("res") or {}).get("changed")
+            if changed:
+                self.console.print(f"  [yellow]changed[/yellow] {show(host)}: {show(task)}")
+        elif kind == "runner_on_failed" and not data.get("ignore_errors"):
+            msg = (data.get("res") or {}).get("msg") or ""
+            first = (str(msg).splitlines() or [""])[0]
+            self.console.print(f"  [bold red]failed[/bold red]  {show(host)}: {show(task)}: {show(first)}")
+        elif kind == "runner_on_unreachable":
+            self.console.print(f"  [bold red]unreachable[/bold red] {host}")
+
+
+def render_run_summary(console: Console, run: RunResult) -> None:
+    table = Table(title="summary", show_edge=False)
+    for col in ("host", "ok", "changed", "failed", "unreachable"):
+        table.add_column(col)
+    for host, stats in sorted(run.stats.items()):
+        table.add_row(
+            host,
+            str(stats.ok),
+            str(stats.changed),
+            str(stats.failures),
+            "yes" if stats.unreachable else "no",
+        )
+    console.print(table)
+    for host, tasks in run.failed_tasks.items():
+        for task, msg in tasks:
+            console.print(f"[bold red]{show(host)}[/bold red] failed at {show(repr(task))}: {show(msg)}")
+    console.print(f"log and artifacts: {run.run_dir}")

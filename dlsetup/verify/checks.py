@@ -1,0 +1,455 @@
+"""Verification checks as pure functions: a host's facts + expectations (+ probe results) → check results.
+
+The testinfra suite (``dlsetup/verify/suite``) gathers facts and probes on the host and calls these; they are
+plain Python so every rule is unit-tested on real captured facts. Check ids are documented in docs/verify.md.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
+
+from packaging.version import InvalidVersion, Version
+from pydantic import ConfigDict
+from pydantic.dataclasses import dataclass
+
+from dlsetup.facts.hwparse.common import driver_major, normalize_bus_id
+from dlsetup.facts.model import GpuFacts, HostFacts, PcieLink
+from dlsetup.verify.expect import Expectations
+from dlsetup.verify.probes import JaxProbe, TorchDevice, TorchProbe
+
+Status = Literal["pass", "fail", "warn", "skip"]
+
+# Per-lane, per-direction payload bandwidth in GB/s: transfer rate x encoding / 8 (8b/10b for Gen1/2,
+# 128b/130b for Gen3-5; Gen6 rounded). The PCI-SIG rates and encodings; docs/verify.md has the table.
+PCIE_LANE_GBPS = {1: 0.25, 2: 0.5, 3: 0.985, 4: 1.969, 5: 3.938, 6: 7.877}
+DEFAULT_BANDWIDTH_MIN_RATIO = 0.6
+
+
+@dataclass(frozen=True, config=ConfigDict(extra="forbid"))
+class CheckResult:
+    """One check's outcome, as the verify report (``docs/schemas/verify.schema.json``) carries it."""
+
+    id: str
+    status: Status
+    expected: Any
+    actual: Any
+    message: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def check_gpu_count(facts: HostFacts, expect: Expectations) -> CheckResult:
+    on_pci = len(facts.gpus)
+    if expect.gpu_count is None:
+        text = "no NVIDIA GPU on PCI" if on_pci == 0 else f"{on_pci} NVIDIA GPU(s) on PCI"
+        return CheckResult("gpu.count", "skip", None, on_pci, f"{text}; no gpu_count expected")
+    if on_pci != expect.gpu_count:
+        found = ", ".join(g.label for g in facts.gpus) or "none"
+        return CheckResult(
+            "gpu.count",
+            "fail",
+            expect.gpu_count,
+            on_pci,
+            f"expected {expect.gpu_count} NVIDIA GPU(s), PCI shows {on_pci}: {found}",
+        )
+    visible = facts.visible_gpus
+    if facts.driver.loaded and len(visible) != on_pci:
+        missing = ", ".join(g.pci_bus_id for g in facts.gpus if not g.visible_to_driver)
+        return CheckResult(
+            "gpu.count",
+            "fail",
+            expect.gpu_count,
+            len(visible),
+            f"PCI shows {on_pci} GPU(s) but the driver lists {len(visible)}; missing: {missing}",
+        )
+    return CheckResult("gpu.count", "pass", expect.gpu_count, on_pci, f"{on_pci} NVIDIA GPU(s)")
+
+
+def check_gpu_visible(facts: HostFacts) -> CheckResult:
+    gpus = facts.gpus
+    if not gpus:
+        return CheckResult("gpu.visible", "skip", None, 0, "no NVIDIA GPU on PCI")
+    if not facts.driver.loaded:
+        return CheckResult("gpu.visible", "skip", len(gpus), None, "the NVIDIA driver is not answering")
+    hidden = [g for g in gpus if not g.visible_to_driver]
+    if hidden:
+        labels = ", ".join(g.label for g in hidden)
+        return CheckResult(
+            "gpu.visible",
+            "fail",
+            len(gpus),
+            len(gpus) - len(hidden),
+            f"on PCI but not listed by the driver: {labels} (check dmesg for Xid errors, reseat, power)",
+        )
+    return CheckResult("gpu.visible", "pass", len(gpus), len(gpus), "every GPU on PCI is listed by the driver")
+
+
+def check_gpu_model(facts: HostFacts, expect: Expectations) -> CheckResult:
+    if expect.gpu_model is None:
+        return CheckResult("gpu.model", "skip", None, None, "no gpu_model expected")
+    gpus = facts.gpus
+    if not gpus:
+        return CheckResult("gpu.model", "fail", expect.gpu_model, None, "no NVIDIA GPU on PCI")
+    want = expect.gpu_model.lower()
+    wrong = [
+        g for g in gpus if (g.pci_id or "") != want and not any(want in n.lower() for n in (g.name, g.pci_name) if n)
+    ]
+    actual = [g.model for g in gpus]
+    if wrong:
+        labels = ", ".join(g.label for g in wrong)
+        return CheckResult("gpu.model", "fail", expect.gpu_model, actual, f"not a {expect.gpu_model}: {labels}")
+    return CheckResult("gpu.model", "pass", expect.gpu_model, actual, f"every GPU matches {expect.gpu_model!r}")
+
+
+def check_gpu_memory(facts: HostFacts, expect: Expectations) -> CheckResult:
+    minimum = expect.gpu_memory_min_mib
+    if minimum is None:
+        return CheckResult("gpu.memory", "skip", None, None, "no gpu_memory_min_mib expected")
+    gpus = facts.gpus
+    if not gpus:
+        return CheckResult("gpu.memory", "fail", minimum, None, "no NVIDIA GPU on PCI")
+    unknown = [g for g in gpus if g.memory_mib is None]
+    if unknown:
+        return CheckResult(
+            "gpu.memory",
+            "skip",
+            minimum,
+            None,
+            "GPU memory is unknown without a working driver: " + ", ".join(g.label for g in unknown),
+        )
+    small = [g for g in gpus if (g.memory_mib or 0) < minimum]
+    actual = [g.memory_mib for g in gpus]
+    if small:
+        detail = ", ".join(f"{g.label} has {g.memory_mib} MiB" for g in small)
+        return CheckResult("gpu.memory", "fail", minimum, actual, f"below the minimum: {detail}")
+    return CheckResult("gpu.memory", "pass", minimum, actual, f">= {minimum} MiB on every GPU")
+
+
+def width_diagnosis(pcie: PcieLink) -> str | None:
+    """Why a link runs narrower than the GPU can: the slot's lanes, or a link that trained down."""
+    current, gpu_max, slot_max = pcie.width_current, pcie.width_max, pcie.slot_width_max
+    if current is None or gpu_max is None or current >= gpu_max:
+        return None
+    if slot_max is not None and slot_max < gpu_max:
+        if current < slot_max:
+            return (
+                f"link trained down to x{current}: the slot gives x{slot_max} (itself below the GPU's x{gpu_max})"
+                " and the link runs below even that (reseat the card, check the riser, clean the contacts)"
+            )
+        return (
+            f"the slot gives only x{slot_max} (upstream port maximum) while the GPU can do x{gpu_max}: the CPU's "
+            "lane budget or the board's slot wiring/bifurcation, not a fault of the card"
+        )
+    slot_text = f"x{slot_max}" if slot_max is not None else "unknown"
+    return (
+        f"link trained down to x{current} although GPU (x{gpu_max}) and slot ({slot_text}) can do more: "
+        "reseat the card, check the riser cable, clean the contacts"
+    )
+
+
+def check_pcie_width(facts: HostFacts, expect: Expectations) -> CheckResult:
+    gpus = facts.gpus
+    if not gpus:
+        return CheckResult("gpu.pcie_width", "skip", expect.pcie_width_min, None, "no NVIDIA GPU on PCI")
+    actual = [g.pcie.width_current for g in gpus]
+    if any(w is None for w in actual):
+        return CheckResult(
+            "gpu.pcie_width", "skip", expect.pcie_width_min, actual, "the link width is not readable on every GPU"
+        )
+    failures: list[str] = []
+    warnings: list[str] = []
+    for gpu in gpus:
+        current = gpu.pcie.width_current or 0
+        why = width_diagnosis(gpu.pcie)
+        if expect.pcie_width_min is not None and current < expect.pcie_width_min:
+            reason = why or f"the GPU itself is an x{gpu.pcie.width_max} device"
+            failures.append(f"{gpu.label} runs x{current}, expected >= x{expect.pcie_width_min}: {reason}")
+        elif why and "trained down" in why:
+            warnings.append(f"{gpu.label}: {why}")
+        elif why:
+            warnings.append(f"{gpu.label} runs x{current}: {why}")
+    if failures:
+        return CheckResult("gpu.pcie_width", "fail", expect.pcie_width_min, actual, "; ".join(failures))
+    if warnings:
+        return CheckResult("gpu.pcie_width", "warn", expect.pcie_width_min, actual, "; ".join(warnings))
+    return CheckResult(
+        "gpu.pcie_width", "pass", expect.pcie_width_min, actual, "every GPU runs at the width its slot allows"
+    )
+
+
+def _achievable_gen(pcie: PcieLink) -> int | None:
+    gens = [g for g in (pcie.gen_max, pcie.slot_gen_max) if g is not None]
+    return min(gens) if gens else None
+
+
+def check_pcie_gen(
+    facts: HostFacts, expect: Expectations, loaded_gens: Mapping[str, int | None] | None = None
+) -> CheckResult:
+    """Link generation. Read at idle, a lower generation is only a warning (GPUs drop the link speed to
+    save power); ``loaded_gens`` (bus id → gen read under load) turns it into a real check."""
+    gpus = facts.gpus
+    if not gpus:
+        return CheckResult("gpu.pcie_gen", "skip", expect.pcie_gen_min, None, "no NVIDIA GPU on PCI")
+    under_load_by_bus = {normalize_bus_id(bus): gen for bus, gen in (loaded_gens or {}).items()}
+    failures: list[str] = []
+    warnings: list[str] = []
+    actual: list[int | None] = []
+    for gpu in gpus:
+        best = _achievable_gen(gpu.pcie)
+        under_load = under_load_by_bus.get(gpu.pci_bus_id)
+        current = under_load if under_load is not None else gpu.pcie.gen_current
+        actual.append(current)
+        if expect.pcie_gen_min is not None and best is not None and best < expect.pcie_gen_min:
+            failures.append(f"{gpu.label} can reach Gen{best} at most (GPU/slot), expected >= Gen{expect.pcie_gen_min}")
+            continue
+        if current is None:
+            continue
+        floor = max(x for x in (best, expect.pcie_gen_min, 1) if x is not None)
+        if current < floor:
+            if under_load is not None:
+                failures.append(f"{gpu.label} runs Gen{current} under load, its link can do Gen{floor}")
+            else:
+                warnings.append(
+                    f"{gpu.label} reads Gen{current} at idle (max Gen{floor}); GPUs lower the link speed when idle: "
+                    "run with --load or install a framework to read it under load"
+                )
+    if failures:
+        return CheckResult("gpu.pcie_gen", "fail", expect.pcie_gen_min, actual, "; ".join(failures))
+    if warnings:
+        return CheckResult("gpu.pcie_gen", "warn", expect.pcie_gen_min, actual, "; ".join(warnings))
+    if all(a is None for a in actual):
+        return CheckResult("gpu.pcie_gen", "skip", expect.pcie_gen_min, actual, "the link generation is not readable")
+    mode = "under load" if loaded_gens else "at idle"
+    return CheckResult("gpu.pcie_gen", "pass", expect.pcie_gen_min, actual, f"every link at its best generation {mode}")
+
+
+def check_driver_loaded(facts: HostFacts) -> CheckResult:
+    driver = facts.driver
+    if not facts.gpus:
+        return CheckResult("driver.loaded", "skip", True, driver.loaded, "no NVIDIA GPU on PCI")
+    error = driver.error
+    if error is not None:
+        hint = f" ({error.hint})" if error.hint else ""
+        return CheckResult("driver.loaded", "fail", True, False, f"{error.kind}: {error.message}{hint}")
+    if not driver.loaded:
+        return CheckResult("driver.loaded", "fail", True, False, "the NVIDIA driver is not loaded")
+    return CheckResult(
+        "driver.loaded",
+        "pass",
+        True,
+        True,
+        f"driver {driver.version} ({driver.kernel_module or 'unknown'} kernel module)",
+    )
+
+
+def check_driver_branch(facts: HostFacts, expect: Expectations) -> CheckResult:
+    if expect.driver_branch is None:
+        return CheckResult("driver.branch", "skip", None, None, "no driver_branch expected")
+    version = facts.driver.version
+    major = driver_major(version)
+    if major is None:
+        return CheckResult("driver.branch", "fail", expect.driver_branch, None, "no NVIDIA driver answers")
+    branch = str(major)
+    status: Status = "pass" if branch == expect.driver_branch else "fail"
+    return CheckResult("driver.branch", status, expect.driver_branch, branch, f"driver {version}")
+
+
+def check_driver_flavor(facts: HostFacts, expect: Expectations) -> CheckResult:
+    if expect.driver_flavor is None:
+        return CheckResult("driver.flavor", "skip", None, None, "no driver_flavor expected")
+    module = facts.driver.kernel_module
+    if module is None:
+        return CheckResult("driver.flavor", "fail", expect.driver_flavor, None, "no NVIDIA kernel module loaded")
+    status: Status = "pass" if module == expect.driver_flavor else "fail"
+    return CheckResult("driver.flavor", status, expect.driver_flavor, module, f"{module} kernel module loaded")
+
+
+def _at_least(actual: str, wanted: str) -> bool:
+    try:
+        return Version(actual) >= Version(wanted)
+    except InvalidVersion:
+        return False
+
+
+def check_driver_cuda(facts: HostFacts, expect: Expectations) -> CheckResult:
+    if expect.cuda_version is None:
+        return CheckResult("driver.cuda", "skip", None, None, "no cuda_version expected")
+    cuda = facts.driver.cuda_version
+    if not cuda:
+        return CheckResult(
+            "driver.cuda", "skip", expect.cuda_version, None, "the driver's CUDA version is unknown (libcuda not found)"
+        )
+    return CheckResult(
+        "driver.cuda",
+        "pass" if _at_least(cuda, expect.cuda_version) else "fail",
+        expect.cuda_version,
+        cuda,
+        f"the driver supports CUDA up to {cuda}",
+    )
+
+
+def check_host_memory(facts: HostFacts, expect: Expectations) -> CheckResult:
+    actual = facts.memory_mib
+    if expect.memory_min_mib is None:
+        return CheckResult("host.memory", "skip", None, actual, "no memory_min_mib expected")
+    if actual is None:
+        return CheckResult("host.memory", "skip", expect.memory_min_mib, None, "memory size unknown")
+    ok = actual >= expect.memory_min_mib
+    return CheckResult("host.memory", "pass" if ok else "fail", expect.memory_min_mib, actual, f"{actual} MiB RAM")
+
+
+def check_root_disk(facts: HostFacts, expect: Expectations) -> CheckResult:
+    if expect.root_disk_ssd is None:
+        return CheckResult("host.root_disk_ssd", "skip", None, None, "no root_disk_ssd expected")
+    roots = facts.root_disks()
+    if not roots:
+        return CheckResult(
+            "host.root_disk_ssd", "skip", expect.root_disk_ssd, None, "the root disk is not identifiable"
+        )
+    disk = roots[0]
+    if disk.ssd is None:
+        return CheckResult("host.root_disk_ssd", "skip", expect.root_disk_ssd, None, f"{disk.name}: type unknown")
+    status: Status = "pass" if disk.ssd == expect.root_disk_ssd else "fail"
+    kind = "SSD" if disk.ssd else "rotational disk"
+    return CheckResult("host.root_disk_ssd", status, expect.root_disk_ssd, disk.ssd, f"/ is on {disk.name} ({kind})")
+
+
+def theoretical_gbps(gen: int, width: int) -> float:
+    return PCIE_LANE_GBPS[gen] * width
+
+
+def check_pytorch(facts: HostFacts, expect: Expectations, probe: TorchProbe | None) -> list[CheckResult]:
+    """Checks from the PyTorch probe (``None`` when no Python with torch was found)."""
+    wanted = expect.framework == "pytorch"
+    if probe is None or not probe.torch:
+        reason = (probe.error if probe is not None else None) or "PyTorch is not installed"
+        status: Status = "fail" if wanted else "skip"
+        return [CheckResult("framework.pytorch", status, "pytorch" if wanted else None, None, reason)]
+    gpus = facts.visible_gpus
+    results = [CheckResult("framework.pytorch", "pass", expect.framework, probe.torch, f"torch {probe.torch}")]
+    devices = probe.devices
+    if not gpus:
+        results.append(CheckResult("framework.pytorch.devices", "skip", 0, len(devices), "no GPU for PyTorch to use"))
+        return results
+    if not probe.cuda_available:
+        results.append(
+            CheckResult(
+                "framework.pytorch.devices",
+                "fail",
+                len(gpus),
+                0,
+                f"torch.cuda.is_available() is False: {probe.cuda_error or 'no CUDA device'}",
+            )
+        )
+        return results
+    status = "pass" if len(devices) == len(gpus) else "fail"
+    results.append(
+        CheckResult("framework.pytorch.devices", status, len(gpus), len(devices), f"PyTorch sees {len(devices)} GPU(s)")
+    )
+    results.append(_arch_check(devices, probe.arch_list))
+    bad = [d for d in devices if not d.matmul_ok]
+    results.append(
+        CheckResult(
+            "framework.pytorch.matmul",
+            "fail" if bad else "pass",
+            len(devices),
+            len(devices) - len(bad),
+            "; ".join(f"cuda:{d.index} {d.matmul_error or 'wrong result'}" for d in bad)
+            or "a matmul ran correctly on every GPU",
+        )
+    )
+    results.append(_bandwidth_check(gpus, devices, expect))
+    return results
+
+
+def _arch_check(devices: Sequence[TorchDevice], arch_list: Sequence[str]) -> CheckResult:
+    """The build must hold code for each GPU: an exact sm_XY, same-major older SASS (binary compatible), or PTX
+    of an equal or lower version (JIT)."""
+    missing = []
+    for device in devices:
+        major, minor = device.cc
+        cc = major * 10 + minor
+        ok = False
+        for arch in arch_list:
+            kind, _, num = arch.partition("_")
+            if not num.isdigit():
+                continue
+            value = int(num)
+            if (kind == "sm" and value // 10 == major and value <= cc) or (kind == "compute" and value <= cc):
+                ok = True
+        if not ok:
+            missing.append(f"cuda:{device.index} ({device.name}) is sm_{cc}")
+    actual = list(arch_list)
+    if missing:
+        return CheckResult(
+            "framework.pytorch.arch",
+            "fail",
+            "every GPU's compute capability",
+            actual,
+            "this PyTorch build has no code for " + ", ".join(missing) + f" (built for {' '.join(arch_list)})",
+        )
+    return CheckResult(
+        "framework.pytorch.arch", "pass", "every GPU's compute capability", actual, "arch list covers every GPU"
+    )
+
+
+def _bandwidth_check(gpus: Sequence[GpuFacts], devices: Sequence[TorchDevice], expect: Expectations) -> CheckResult:
+    ratio = expect.pcie_bandwidth_min_ratio or DEFAULT_BANDWIDTH_MIN_RATIO
+    by_bus = {g.pci_bus_id: g for g in gpus}
+    failures: list[str] = []
+    actual: list[float | None] = []
+    measured = 0
+    for index, device in enumerate(devices):
+        gbps = device.h2d_gbps
+        actual.append(gbps)
+        gpu = by_bus.get(device.bus_id or "") or (gpus[index] if index < len(gpus) else None)
+        if gbps is None or gpu is None:
+            continue
+        link = device.load_link
+        gen = (link.gen if link else None) or _achievable_gen(gpu.pcie)
+        width = (link.width if link else None) or gpu.pcie.width_current
+        if not gen or not width or gen not in PCIE_LANE_GBPS:
+            continue
+        measured += 1
+        floor = theoretical_gbps(gen, width) * ratio
+        if gbps < floor:
+            failures.append(
+                f"{gpu.label} copies {gbps:.1f} GB/s host-to-device, below {floor:.1f} GB/s "
+                f"({ratio:.0%} of Gen{gen} x{width})"
+            )
+    if failures:
+        return CheckResult("framework.pytorch.bandwidth", "fail", ratio, actual, "; ".join(failures))
+    if measured == 0:
+        return CheckResult("framework.pytorch.bandwidth", "skip", ratio, actual, "no bandwidth measurement to compare")
+    return CheckResult(
+        "framework.pytorch.bandwidth",
+        "pass",
+        ratio,
+        actual,
+        f"pinned host-to-device copies reach >= {ratio:.0%} of the link",
+    )
+
+
+def check_jax(expect: Expectations, probe: JaxProbe | None, gpu_count: int) -> CheckResult:
+    wanted = expect.framework == "jax"
+    if probe is None or not probe.jax:
+        reason = (probe.error if probe is not None else None) or "JAX is not installed"
+        return CheckResult("framework.jax", "fail" if wanted else "skip", "jax" if wanted else None, None, reason)
+    gpu_devices = probe.gpu_devices
+    if gpu_count and gpu_devices != gpu_count:
+        return CheckResult(
+            "framework.jax",
+            "fail",
+            gpu_count,
+            gpu_devices,
+            f"jax {probe.jax} sees {gpu_devices} GPU device(s): {probe.backend_error or ''}".strip(),
+        )
+    return CheckResult("framework.jax", "pass", gpu_count, gpu_devices, f"jax {probe.jax} sees {gpu_devices} GPU(s)")
+
+
+def summarize(results: Sequence[CheckResult]) -> bool:
+    """A host passes when no check failed (warnings and skips do not fail it)."""
+    return not any(r.status == "fail" for r in results)

@@ -1,5 +1,0 @@
-"""dlsetup's pytest-testinfra verification suite.
-
-Run by ``dlsetup verify``, or on its own:
-    pytest --pyargs dlsetup.verify_suite --hosts=ansible://GROUP --ansible-inventory=inventory/hosts.yml
-"""

@@ -1,1 +1,0 @@
-../../../dlsetup/hwparse.py
