@@ -22,6 +22,7 @@ from rich.markup import escape
 from dlsetup import __version__, commands
 from dlsetup.errors import EXIT_CODES_TEXT, EXIT_INTERNAL, ConfigError, DlsetupError, InterruptedRunError
 from dlsetup.ui import facts as facts_ui
+from dlsetup.ui import gpus as gpus_ui
 from dlsetup.ui import plan as plan_ui
 from dlsetup.ui import run as run_ui
 from dlsetup.ui import verify as verify_ui
@@ -49,6 +50,45 @@ Inventory = Annotated[
 ]
 Format = Annotated[str, typer.Option("--format", help="table or json.")]
 Pins = Annotated[list[str], typer.Option("--pin", help="KEY=VALUE stack pin, e.g. driver_branch=580 (repeatable).")]
+NvidiaRepo = Annotated[
+    str | None,
+    typer.Option(
+        "--nvidia-repo",
+        help="Base of a mirror of NVIDIA's CUDA repository (the part before compute/cuda/repos/); "
+        "default: NVIDIA's own.",
+    ),
+]
+NvidiaRepoKey = Annotated[
+    str | None, typer.Option("--nvidia-repo-key", help="Fingerprint the repository's signing key must have.")
+]
+PytorchIndex = Annotated[
+    str | None,
+    typer.Option("--pytorch-index", help="Base of a mirror of PyTorch's wheel index (<base>/<variant>)."),
+]
+PipIndex = Annotated[
+    str | None,
+    typer.Option("--pip-index", help="Package index for everything else pip installs (JAX); default: the host's pip."),
+]
+Wheelhouse = Annotated[
+    str | None,
+    typer.Option("--wheelhouse", help="A directory of wheels on the host: install from it alone (offline labs)."),
+]
+
+
+def _sources(
+    nvidia_repo: str | None,
+    nvidia_repo_key: str | None,
+    pytorch_index: str | None,
+    pip_index: str | None,
+    wheelhouse: str | None,
+) -> dict[str, str | None]:
+    return {
+        "nvidia_repo": nvidia_repo,
+        "nvidia_repo_key": nvidia_repo_key,
+        "pytorch_index": pytorch_index,
+        "pip_index": pip_index,
+        "wheelhouse": wheelhouse,
+    }
 
 
 def _show(exc: DlsetupError) -> None:
@@ -179,10 +219,23 @@ def plan(
     machine: Annotated[str | None, typer.Option("--machine", help='Machine model, e.g. "XPS 15 9570".')] = None,
     pin: Pins = [],  # noqa: B006
     fmt: Format = "table",
+    nvidia_repo: NvidiaRepo = None,
+    nvidia_repo_key: NvidiaRepoKey = None,
+    pytorch_index: PytorchIndex = None,
+    pip_index: PipIndex = None,
+    wheelhouse: Wheelhouse = None,
 ) -> None:
     """Resolve the driver, CUDA and framework stack for live hosts, or offline for parts you plan to buy."""
     as_json = _check_format(fmt)
-    result = commands.plan_command(hosts or [], inventory, os_name=os_name, gpus=gpu, machine=machine, pin_flags=pin)
+    result = commands.plan_command(
+        hosts or [],
+        inventory,
+        os_name=os_name,
+        gpus=gpu,
+        machine=machine,
+        pin_flags=pin,
+        source_flags=_sources(nvidia_repo, nvidia_repo_key, pytorch_index, pip_index, wheelhouse),
+    )
     if as_json:
         if result.offline:
             (name,) = [*result.plans, *result.errors]
@@ -203,6 +256,21 @@ def plan(
 
 @app.command()
 @_exits
+def gpus(
+    arch: Annotated[str | None, typer.Option("--arch", help="Only this architecture, e.g. Pascal.")] = None,
+    fmt: Format = "table",
+) -> None:
+    """List the NVIDIA GPUs dlsetup knows (NVIDIA's own data) and what each gets on each supported OS."""
+    as_json = _check_format(fmt)
+    result = commands.gpus_command(arch)
+    if as_json:
+        _json(result.to_dict())
+    else:
+        gpus_ui.render_gpus(out, result)
+
+
+@app.command()
+@_exits
 def provision(
     hosts: Hosts,
     inventory: Inventory = None,
@@ -217,9 +285,23 @@ def provision(
     ask_become_pass: Annotated[
         bool, typer.Option("--ask-become-pass", "-K", help="Ask for the sudo password of the remote user.")
     ] = False,
+    nvidia_repo: NvidiaRepo = None,
+    nvidia_repo_key: NvidiaRepoKey = None,
+    pytorch_index: PytorchIndex = None,
+    pip_index: PipIndex = None,
+    wheelhouse: Wheelhouse = None,
 ) -> None:
     """Install the planned driver, CUDA and DL stack; re-runs converge; then verify."""
-    request = commands.prepare_provision(hosts, inventory, pin_flags=pin, expect_flags=expect)
+    tags = [t.strip() for value in tags for t in value.split(",") if t.strip()]  # --tags a,b as Ansible takes it
+    request = commands.prepare_provision(
+        hosts,
+        inventory,
+        pin_flags=pin,
+        expect_flags=expect,
+        source_flags=_sources(nvidia_repo, nvidia_repo_key, pytorch_index, pip_index, wheelhouse),
+        tags=tags,
+        junit_xml=junit_xml,
+    )
     for name, host_plan in request.plans.items():
         out.rule(f"[bold]{name}: plan")
         for line in host_plan.hardware_changes:
@@ -245,7 +327,7 @@ def provision(
     )
     run_ui.render_run_summary(out, outcome.run)
     failure = outcome.failure
-    if failure is None and check:
+    if check and (failure is None or failure is outcome.preflight_failure):
         out.print(f"check mode: {outcome.changed} task(s) would change; nothing was changed")
         if outcome.reboot_required:
             out.print(f"check mode: a reboot would be required on {', '.join(outcome.reboot_required)}")

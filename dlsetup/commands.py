@@ -9,16 +9,21 @@ then raises it). Input problems are raised at once.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
+from dlsetup import paths
 from dlsetup.config.flags import parse_key_values
 from dlsetup.config.targets import TargetSet, resolve_targets
 from dlsetup.errors import (
     ConfigError,
     DlsetupError,
+    PreflightError,
     RebootRequiredError,
     RunFailedError,
     UnreachableError,
@@ -29,10 +34,14 @@ from dlsetup.facts import gather
 from dlsetup.facts.model import HostFacts
 from dlsetup.facts.record import HostRecord
 from dlsetup.plan import drift as plan_drift
-from dlsetup.plan.model import Plan
+from dlsetup.plan.catalogue import planning_key
+from dlsetup.plan.load import load_compat_data
+from dlsetup.plan.model import Plan, SourceOverrides
 from dlsetup.plan.pins import validate_pins
 from dlsetup.plan.request import request_from_facts, request_offline
 from dlsetup.plan.resolve import resolve_stack
+from dlsetup.plan.schema import Gpu
+from dlsetup.plan.sources import sources_from_inventory, validate_sources
 from dlsetup.run import runner
 from dlsetup.verify import suite_runner
 from dlsetup.verify.expect import Expectations, merge, parse_expect_flags
@@ -59,6 +68,19 @@ def parse_pin_flags(pin_flags: Sequence[str]) -> dict[str, Any]:
     """``["driver_branch=580"]`` → a validated pins mapping."""
     overrides = parse_key_values(pin_flags, option="--pin", example="driver_branch=580")
     return validate_pins(overrides, where="--pin") if overrides else {}
+
+
+def parse_source_flags(flags: Mapping[str, str | None] | None) -> SourceOverrides:
+    """``--nvidia-repo``, ``--nvidia-repo-key``, ``--pytorch-index``, ``--pip-index``, ``--wheelhouse``."""
+    return validate_sources(dict(flags or {}), where="command line")
+
+
+def sources_for(targets: TargetSet, flags: SourceOverrides) -> dict[str, SourceOverrides]:
+    """Each host's sources: its inventory's (``dlsetup_nvidia_repo`` ...), then the command line's."""
+    return {
+        name: sources_from_inventory(targets.hostvars(name), where=f"host {name}").merged(flags)
+        for name in targets.names
+    }
 
 
 def pins_for(targets: TargetSet, pin_flags: Sequence[str]) -> dict[str, dict[str, Any]]:
@@ -120,21 +142,27 @@ class HostPlan:
     hardware_changes: list[str] = field(default_factory=list)
     plan_changes: list[str] = field(default_factory=list)
 
-    def host_vars(self) -> dict[str, Any]:
-        """The host variables of the run: the plan's role variables and the record the run leaves behind."""
+    def host_vars(self, tags: Sequence[str] = ()) -> dict[str, Any]:
+        """The host variables of the run: the plan's role variables and the record the run leaves behind (which
+        says which roles ran, when ``tags`` chose some)."""
         plan_json = self.plan.to_dict()
-        return {**self.plan.to_extravars(), "dlsetup_state": HostRecord.of(self.facts, plan_json).to_dict()}
+        roles = [t.split("::", 1)[1] for t in tags if t.startswith("role::") and t != "role::state"]
+        record = HostRecord.of(self.facts, plan_json, roles)
+        return {**self.plan.to_extravars(), "dlsetup_state": record.to_dict()}
 
 
 def plan_hosts(
-    result: gather.GatherResult, pins: Mapping[str, Mapping[str, Any]]
+    result: gather.GatherResult,
+    pins: Mapping[str, Mapping[str, Any]],
+    sources: Mapping[str, SourceOverrides] | None = None,
 ) -> tuple[dict[str, HostPlan], dict[str, DlsetupError]]:
     """Resolve a plan per reachable host; hosts with no supported stack are returned as errors."""
     plans: dict[str, HostPlan] = {}
     errors: dict[str, DlsetupError] = {}
     for name, host_facts in result.facts.items():
         try:
-            plan = resolve_stack(request_from_facts(host_facts, dict(pins.get(name) or {})))
+            request = request_from_facts(host_facts, dict(pins.get(name) or {}), sources=(sources or {}).get(name))
+            plan = resolve_stack(request)
         except DlsetupError as exc:
             errors[name] = exc
             continue
@@ -173,22 +201,26 @@ def plan_command(
     gpus: Sequence[str],
     machine: str | None,
     pin_flags: Sequence[str],
+    source_flags: Mapping[str, str | None] | None = None,
 ) -> PlanResult:
     if os_name is None and not hosts:
         raise ConfigError("give HOST(s) to plan from live facts, or --os (and --gpu) to plan offline")
     if os_name is not None and hosts:
         raise ConfigError("give either HOST(s) or --os, not both")
+    flags = parse_source_flags(source_flags)
     if os_name is not None:
         pins = parse_pin_flags(pin_flags)
         try:
-            return PlanResult({os_name: resolve_stack(request_offline(os_name, list(gpus), machine, pins))}, {}, True)
+            request = request_offline(os_name, list(gpus), machine, pins, sources=flags)
+            return PlanResult({os_name: resolve_stack(request)}, {}, True)
         except DlsetupError as exc:
             return PlanResult({}, {os_name: exc}, True)
     targets = load_targets(hosts, inventory)
     pins_by_host = pins_for(targets, pin_flags)
+    sources = sources_for(targets, flags)
     gathered = gather_facts(targets)
     require_reachable(gathered)
-    host_plans, errors = plan_hosts(gathered, pins_by_host)
+    host_plans, errors = plan_hosts(gathered, pins_by_host, sources)
     return PlanResult({n: p.plan for n, p in host_plans.items()}, errors, False)
 
 
@@ -205,19 +237,58 @@ class ProvisionRequest:
 
 
 def prepare_provision(
-    hosts: Sequence[str], inventory: Path | None, *, pin_flags: Sequence[str], expect_flags: Sequence[str]
+    hosts: Sequence[str],
+    inventory: Path | None,
+    *,
+    pin_flags: Sequence[str],
+    expect_flags: Sequence[str],
+    source_flags: Mapping[str, str | None] | None = None,
+    tags: Sequence[str] = (),
+    junit_xml: Path | None = None,
 ) -> ProvisionRequest:
-    """Targets, pins, expectations, facts and plans; any problem is raised before a host is touched."""
+    """Targets, pins, sources, expectations, facts and plans; any problem is raised before a host is touched."""
+    check_tags(tags)
+    check_output_paths(junit_xml)
     targets = load_targets(hosts, inventory)
     pins = pins_for(targets, pin_flags)
+    sources = sources_for(targets, parse_source_flags(source_flags))
     expectations = expectations_for(targets, expect_flags)
     gathered = gather_facts(targets)
     require_reachable(gathered)
-    plans, errors = plan_hosts(gathered, pins)
+    plans, errors = plan_hosts(gathered, pins, sources)
     if errors:
         name, problem = next(iter(errors.items()))
         raise problem.about_host(name, "; nothing was changed")
     return ProvisionRequest(targets, plans, expectations)
+
+
+def known_tags() -> list[str]:
+    """The role tags of site.yml (``role::base`` ...), read from the shipped playbook."""
+    plays = yaml.safe_load(paths.playbook("site.yml").read_text())
+    found: list[str] = []
+    for play in plays:
+        for item in [*play.get("roles", []), *play.get("post_tasks", [])]:
+            found += [t for t in item.get("tags", []) if t not in found]
+    return found
+
+
+def check_output_paths(junit_xml: Path | None) -> None:
+    """The files a run writes here (its log and artifacts, a JUnit report) can be written: checked up front, so a
+    run that changed hosts does not end on an unwritable path."""
+    wanted = [("the state directory (DLSETUP_STATE_DIR)", runner.state_dir())]
+    if junit_xml is not None:
+        wanted.append(("--junit-xml", junit_xml.parent if str(junit_xml.parent) else Path(".")))
+    for what, path in wanted:
+        existing = next((p for p in [path, *path.parents] if p.exists()), None)
+        if existing is None or not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+            raise ConfigError(f"{what}: {path} cannot be written (nearest existing: {existing}); nothing was changed")
+
+
+def check_tags(tags: Sequence[str]) -> None:
+    known = known_tags()
+    unknown = [t for t in tags if t not in known]
+    if unknown:
+        raise ConfigError(f"unknown tag {unknown[0]!r} for --tags; known: {', '.join(known)}")
 
 
 @dataclass
@@ -226,6 +297,8 @@ class ProvisionOutcome:
     reboot_required: list[str]
     check: bool
     verify_report: VerifyReport | None = None
+    # check mode only: the preflight refused a source (a real run would have stopped before changing anything)
+    preflight_failure: PreflightError | None = None
 
     @property
     def changed(self) -> int:
@@ -240,6 +313,8 @@ class ProvisionOutcome:
                 f"unreachable during the run: {', '.join(n for n, s in self.run.stats.items() if s.unreachable)}",
                 shown=True,
             )
+        if self.preflight_failure is not None:
+            return self.preflight_failure
         if self.run.status != "successful" or any(s.failures for s in stats):
             return RunFailedError("provision failed: fix the cause above and run the same command again", verdict=True)
         # In check mode the reboot handlers run too, though nothing was installed: asking for a reboot (exit 7)
@@ -264,11 +339,21 @@ def provision(
     on_event: EventCallback | None = None,
     become_password: str | None = None,
 ) -> ProvisionOutcome:
-    """Apply each host's plan with site.yml; then verify (unless check mode or the run failed)."""
+    """Check each host's sources (preflight); apply each host's plan with site.yml; then verify (unless check mode
+    or the run failed)."""
+    preflight_failure: PreflightError | None = None
+    try:
+        preflight(targets, plans, tags=tags, on_event=on_event, become_password=become_password)
+    except PreflightError as exc:
+        if not check:
+            raise
+        # a check run changes nothing either way: it goes on, so the user sees the whole dry run, and ends with
+        # the preflight's exit code
+        preflight_failure = exc
     run = runner.run_playbook(
         "site.yml",
         targets,
-        host_extravars={name: host_plan.host_vars() for name, host_plan in plans.items()},
+        host_extravars={name: host_plan.host_vars(tags) for name, host_plan in plans.items()},
         check=check,
         diff=diff,
         tags=tags,
@@ -277,13 +362,67 @@ def provision(
         become_password=become_password,
     )
     reboot = [n for n in plans if run.fact(n, "dlsetup_reboot_required")]
-    outcome = ProvisionOutcome(run, reboot, check)
+    outcome = ProvisionOutcome(run, reboot, check, preflight_failure=preflight_failure)
     ok = all(not s.failures and not s.unreachable for s in run.stats.values()) and run.status == "successful"
     if ok and not check and run_verify and not reboot:
         outcome.verify_report = verify_hosts(
             targets, {n: p.facts for n, p in plans.items()}, expectations, run, junit_xml=junit_xml
         )
     return outcome
+
+
+# Which role uses which of the plan's sources: with --tags, only the sources of the roles that run are checked.
+_SOURCE_ROLES = {"apt_repository": ("role::nvidia_driver", "role::cuda"), "wheels": ("role::dl_stack",)}
+
+
+def preflight_sources(plan: Plan, tags: Sequence[str] = ()) -> dict[str, Any]:
+    """The plan's sources the run will use (all, or those of the roles ``tags`` select)."""
+    sources = plan.preflight_sources()
+    selected = set(tags)
+    if selected and not selected & set(_SOURCE_ROLES["apt_repository"]):
+        sources["apt_repository"] = {}
+    if selected and not selected & set(_SOURCE_ROLES["wheels"]):
+        sources["indexes"], sources["wheelhouse"] = [], ""
+    return sources
+
+
+def preflight(
+    targets: TargetSet,
+    plans: Mapping[str, HostPlan],
+    *,
+    tags: Sequence[str] = (),
+    on_event: EventCallback | None = None,
+    become_password: str | None = None,
+) -> runner.RunResult | None:
+    """Before any host is changed: check from each host that its plan's sources can be reached and trusted
+    (playbooks/preflight.yml). The first problem raises :class:`PreflightError` (exit 8)."""
+    checks = {name: preflight_sources(p.plan, tags) for name, p in plans.items()}
+    if not any(c["apt_repository"] or c["indexes"] or c["wheelhouse"] for c in checks.values()):
+        return None
+    run = runner.run_playbook(
+        "preflight.yml",
+        targets,
+        host_extravars={name: {"dlsetup_preflight": c} for name, c in checks.items()},
+        on_event=on_event,
+        kind="preflight",
+        become_password=become_password,
+    )
+    if run.unreachable:
+        name, why = next(iter(run.unreachable.items()))
+        raise UnreachableError(f"host {name}: unreachable during the preflight ({why}); nothing was changed")
+    failed = {name: tasks[0][1] for name, tasks in run.failed_tasks.items() if tasks}
+    if failed or run.status != "successful":
+        if not failed:
+            raise PreflightError(f"preflight run {run.status} (rc {run.rc}); nothing was changed; log: {run.log_path}")
+        name, why = next(iter(failed.items()))
+        others = [n for n in failed if n != name]
+        more = f" (also on {', '.join(others)})" if others else ""
+        raise PreflightError(
+            f"host {name}: {why}; nothing was changed{more}",
+            hint="give a reachable mirror with --nvidia-repo/--pytorch-index/--pip-index (or dlsetup_* in the "
+            "inventory), or --wheelhouse for an offline host; log: " + str(run.log_path),
+        )
+    return run
 
 
 def reboot_error(hosts: Sequence[str]) -> RebootRequiredError:
@@ -352,7 +491,12 @@ class VerifyResult:
             return None
         # docs/verify.md: 6 when a check failed, 3 when a host was unreachable; the higher one when both
         kind = VerifyFailedError if any(n not in self.unreachable for n in failed) else UnreachableError
-        return kind(f"verification failed on {', '.join(failed)}", kind="verify_failed", verdict=True)
+        blank = [n for n in failed if n not in self.unreachable and self.report.hosts[n].verdict == "nothing_checked"]
+        failing = [n for n in failed if n not in blank]
+        parts = [f"verification failed on {', '.join(failing)}"] if failing else []
+        if blank:
+            parts.append(f"nothing could be checked on {', '.join(blank)}")
+        return kind("; ".join(parts), kind="verify_failed", verdict=True)
 
 
 def verify_command(
@@ -368,3 +512,88 @@ def verify_command(
     gathered = gather_facts(targets)
     report = verify_hosts(targets, gathered.facts, expectations, load=load, junit_xml=junit_xml, lost=gathered.errors)
     return VerifyResult(report, frozenset(gathered.errors))
+
+
+# --- gpus -------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GpuOutcome:
+    """What one GPU gets on one OS: a plan, or the error that refuses it."""
+
+    plan: Plan | None
+    error: DlsetupError | None
+
+    def to_dict(self) -> dict[str, Any]:
+        if self.plan is None:
+            assert self.error is not None
+            return self.error.payload()
+        plan = self.plan
+        return {
+            "driver": {"source": plan.driver.source, "branch": plan.driver.branch, "flavor": plan.driver.flavor},
+            "cuda": plan.cuda.version,
+            "pytorch": {"version": plan.pytorch.version, "variant": plan.pytorch.variant},
+            "jax": plan.jax.extra,
+        }
+
+
+@dataclass(frozen=True)
+class GpusResult:
+    """``dlsetup gpus``: the catalogue's GPUs (of one architecture, or all) and what each gets on each OS."""
+
+    gpus: list[Gpu]
+    systems: list[str]
+    outcomes: dict[str, dict[str, GpuOutcome]]  # pci id → OS → outcome
+    provenance: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "catalogue": self.provenance,
+            "gpus": [
+                {
+                    "pci_id": g.pci_id,
+                    "name": g.name,
+                    "aliases": list(g.aliases),
+                    "chip": g.chip,
+                    "architecture": g.architecture,
+                    "compute_capability": g.compute_capability,
+                    "segment": g.segment,
+                    "open_modules": g.open_modules,
+                    "last_branch": g.last_branch,
+                    "plans": {os_key: o.to_dict() for os_key, o in self.outcomes[g.pci_id].items()},
+                }
+                for g in self.gpus
+            ],
+        }
+
+
+def gpus_command(architecture: str | None) -> GpusResult:
+    """Every GPU dlsetup knows (of ``architecture``), planned on every supported OS. GPUs that get the same plan
+    (same planning key and Debian id lists) are planned once."""
+    data = load_compat_data()
+    known = {a.name.lower(): a.name for a in data.architectures}
+    if architecture is not None and architecture.lower() not in known:
+        raise ConfigError(
+            f"unknown architecture {architecture!r}: one of {', '.join(a.name for a in data.architectures)}"
+        )
+    wanted = known[architecture.lower()] if architecture else None
+    gpus = [g for g in data.gpus if wanted is None or g.architecture == wanted]
+    systems = [s.key for s in data.systems]
+    plans: dict[tuple[object, ...], Plan] = {}
+    outcomes: dict[str, dict[str, GpuOutcome]] = {}
+    for gpu in gpus:
+        kind = (*planning_key(gpu, data), gpu.debian_driver)
+        outcomes[gpu.pci_id] = {}
+        for os_key in systems:
+            known_plan = plans.get((*kind, os_key))
+            if known_plan is not None:
+                outcomes[gpu.pci_id][os_key] = GpuOutcome(known_plan, None)
+                continue
+            try:  # a refusal is cheap and names the GPU: it is not shared
+                plan = resolve_stack(request_offline(os_key, [gpu.pci_id]), data=data)
+            except DlsetupError as exc:
+                outcomes[gpu.pci_id][os_key] = GpuOutcome(None, exc)
+                continue
+            plans[(*kind, os_key)] = plan
+            outcomes[gpu.pci_id][os_key] = GpuOutcome(plan, None)
+    return GpusResult(gpus, systems, outcomes, data.catalogue.model_dump(mode="json"))

@@ -3,7 +3,9 @@
 Exit codes (documented in the README and `dlsetup --help`):
   0 success, 1 unexpected internal error, 2 bad input (config/inventory/expectations/arguments),
   3 host unreachable, 4 no supported stack for this hardware/OS, 5 Ansible run failed,
-  6 verification failed, 7 reboot required before continuing (run the same command again after it),
+  6 verification failed (a check failed, or nothing could be checked: verdict NOTHING CHECKED),
+  7 reboot required before continuing (run the same command again after it),
+  8 preflight: a source the plan needs cannot be reached or trusted from the host (nothing was changed),
   128 + N stopped by signal N: 130 Ctrl-C (SIGINT), 143 SIGTERM (run the same command again to converge).
 """
 
@@ -19,11 +21,14 @@ EXIT_UNSUPPORTED = 4
 EXIT_RUN_FAILED = 5
 EXIT_VERIFY_FAILED = 6
 EXIT_REBOOT_REQUIRED = 7
+EXIT_PREFLIGHT = 8
 EXIT_INTERRUPTED = 128 + signal.SIGINT  # a run stopped by signal N exits 128 + N
 
 EXIT_CODES_TEXT = (
     "Exit codes: 0 ok, 1 internal error, 2 bad input, 3 unreachable host, 4 no supported stack, "
-    "5 Ansible run failed, 6 verification failed, 7 reboot required (then run the same command again), "
+    "5 Ansible run failed, 6 verification failed (a check failed, or nothing could be checked), "
+    "7 reboot required (then run the same command again), "
+    "8 a source the plan needs is unreachable or untrusted (preflight; nothing was changed), "
     "130/143 interrupted (run it again to converge)."
 )
 
@@ -123,6 +128,14 @@ class RebootRequiredError(DlsetupError):
 
     exit_code = EXIT_REBOOT_REQUIRED
     kind = "reboot_required"
+
+
+class PreflightError(DlsetupError):
+    """Before any host was changed: a source the plan needs (NVIDIA's repository or a mirror of it, its key, a
+    wheel index, a wheelhouse) cannot be reached or trusted from the host."""
+
+    exit_code = EXIT_PREFLIGHT
+    kind = "preflight_failed"
 
 
 class InterruptedRunError(DlsetupError):

@@ -19,6 +19,10 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     command -v systemd-nspawn >/dev/null || need+=(systemd-container)
     command -v ip >/dev/null || need+=(iproute2)
     command -v ssh >/dev/null || need+=(openssh-client)
+    # the stand-ins of NVIDIA's repository (tests/integration/standin.py): signing key, .deb files
+    command -v gpg >/dev/null || need+=(gpg)
+    command -v gpgconf >/dev/null || need+=(gpgconf)
+    command -v dpkg-deb >/dev/null || need+=(dpkg)
     if [ ${#need[@]} -gt 0 ]; then
         apt-get update -q
         DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need[@]}"

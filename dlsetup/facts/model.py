@@ -17,7 +17,10 @@ from pydantic_core import ErrorDetails
 
 from dlsetup.errors import EXIT_INTERNAL, DlsetupError
 
-Virtualization = Literal["container", "vm"]
+Virtualization = Literal["container", "vm", "wsl2"]
+# Where a GPU was seen: on PCI (sysfs; the default, and then the key is left out of the JSON), or only in
+# nvidia-smi's list (WSL2 passes GPUs through /dev/dxg, a container may not see /sys/bus/pci).
+GpuSource = Literal["pci", "nvidia-smi"]
 KernelModule = Literal["open", "proprietary"]
 # The same list as hwparse.nvidia_smi.ERROR_KINDS (stdlib-only there, so written twice; a test keeps them equal).
 ErrorKind = Literal[
@@ -62,6 +65,8 @@ class MachineFacts:
     vendor: Text | None
     product: Text | None
     virtualization: Virtualization | None
+    # what shows a container or WSL2 (kernel release, /dev/dxg, marker files); absent from the JSON when empty
+    virtualization_evidence: tuple[Text, ...] = ()
 
 
 @dataclass(frozen=True, config=_STRICT)
@@ -107,6 +112,12 @@ class GpuFacts:
     kernel_driver: Text | None
     visible_to_driver: Flag
     pcie: PcieLink
+    source: GpuSource = "pci"
+
+    @property
+    def on_pci(self) -> bool:
+        """Whether PCI (sysfs) shows the GPU; False for one only nvidia-smi lists (WSL2, some containers)."""
+        return self.source == "pci"
 
     @property
     def model(self) -> str:
@@ -158,9 +169,18 @@ class HostFacts:
             raise FactsFormatError(_describe(exc.errors()[0], "facts")) from None
 
     def to_dict(self) -> dict[str, Any]:
-        """The stable Facts JSON host object (key order as documented)."""
-        dumped: dict[str, Any] = _HOST.dump_python(self, mode="json")
+        """The stable Facts JSON host object (key order as documented).
+
+        The only keys with defaults (a GPU's ``source``, ``machine.virtualization_evidence``) are left out when they
+        hold them, as the facts module leaves them out: documents from before they existed read back unchanged.
+        """
+        dumped: dict[str, Any] = _HOST.dump_python(self, mode="json", exclude_defaults=True)
         return dumped
+
+    @property
+    def gpus_off_pci(self) -> tuple[GpuFacts, ...]:
+        """GPUs nvidia-smi lists that PCI does not show."""
+        return tuple(gpu for gpu in self.gpus if not gpu.on_pci)
 
     @property
     def visible_gpus(self) -> tuple[GpuFacts, ...]:

@@ -8,7 +8,7 @@ The applied plan stays opaque JSON here: the plan stage reads it back with its o
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Annotated, Any
 
 from pydantic import ConfigDict, Field, JsonValue, Strict, TypeAdapter, ValidationError
@@ -40,15 +40,23 @@ class HostRecord:
 
     gpus: tuple[RecordedGpu, ...] = ()
     plan: dict[str, JsonValue] | None = Field(default=None)
+    # the roles the provision ran (``--tags role::nvidia_driver,...``); empty: every role of site.yml. Verify
+    # expects only the parts of the plan these roles applied.
+    roles: tuple[str, ...] = ()
 
     @classmethod
-    def of(cls, facts: HostFacts, plan: Mapping[str, Any] | None) -> HostRecord:
-        """The record of applying ``plan`` to the host ``facts`` describe."""
+    def of(cls, facts: HostFacts, plan: Mapping[str, Any] | None, roles: Sequence[str] = ()) -> HostRecord:
+        """The record of applying ``plan`` (by ``roles``, or all of them) to the host ``facts`` describe."""
         applied = {k: v for k, v in plan.items() if k != "reboot_required"} if plan is not None else None
         return cls(
             gpus=tuple(RecordedGpu(g.pci_bus_id, g.pci_id, g.subsystem_id, g.pci_name) for g in facts.gpus),
             plan=applied,
+            roles=tuple(roles),
         )
+
+    def applied(self, role: str) -> bool:
+        """Whether the provision ran ``role`` (nvidia_driver, cuda, dl_stack, ...)."""
+        return not self.roles or role in self.roles
 
     def to_dict(self) -> dict[str, Any]:
         dumped: dict[str, Any] = _RECORD.dump_python(self, mode="json")

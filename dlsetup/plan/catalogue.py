@@ -18,7 +18,8 @@ NVIDIA_VENDOR = "10de"
 _PCI_ID = re.compile(r"^\s*([0-9a-fA-F]{4}):([0-9a-fA-F]{4})\s*$")
 # A pci.ids chip codename: letters then digits, optional suffix (GP102, GK110B, GV100GL, GP107M, G92, NV1).
 _CHIP = re.compile(r"^([A-Z]{1,2}\d{1,3}[A-Za-z]{0,3})\b")
-_NOISE_WORDS = ("nvidia", "geforce")
+_NOISE_WORDS = frozenset(("nvidia", "geforce", "with", "design", "graphics"))
+_MOBILE_QUERY = re.compile(r"mobile|laptop|max-?q|notebook", re.IGNORECASE)
 
 
 def normalize_pci_id(text: str) -> str | None:
@@ -31,38 +32,96 @@ def by_pci_id(pci_id: str, data: CompatData | None = None) -> Gpu | None:
     """The catalogue row for a PCI id, or None."""
     data = data or load_compat_data()
     wanted = normalize_pci_id(pci_id)
-    return next((g for g in data.gpus if g.pci_id == wanted), None)
+    return data.gpu(wanted) if wanted else None
 
 
 def _squash(text: str) -> str:
-    """Lower case, no spaces/punctuation, no vendor words: ``"NVIDIA GeForce GTX 1080 Ti"`` → ``"gtx1080ti"``."""
-    text = text.lower()
-    for word in _NOISE_WORDS:
-        text = text.replace(word, "")
-    return re.sub(r"[^a-z0-9]", "", text)
+    """Lower case, no spaces/punctuation, no vendor or filler words: ``"NVIDIA GeForce GTX 1050 Ti with Max-Q
+    Design"`` → ``"gtx1050timaxq"``."""
+    words = re.findall(r"[a-z0-9]+", text.lower())
+    return "".join(w for w in words if w not in _NOISE_WORDS)
+
+
+def _names(gpu: Gpu) -> set[str]:
+    return {_squash(n) for n in gpu.names}
+
+
+def _word_starts(name: str) -> tuple[str, set[int]]:
+    """A name squashed, and where each of its words starts in it."""
+    squashed, starts = "", set()
+    for word in re.findall(r"[a-z0-9]+", name.lower()):
+        if word in _NOISE_WORDS:
+            continue
+        starts.add(len(squashed))
+        squashed += word
+    return squashed, starts
+
+
+def _contains(gpu: Gpu, wanted: str) -> bool:
+    """Whether one of the GPU's names holds the query starting at a word: "V100" is in "Tesla V100-PCIE-16GB",
+    not in "Quadro GV100"; "1080ti" is in "GeForce GTX 1080 Ti"."""
+    for name in gpu.names:
+        squashed, starts = _word_starts(name)
+        at = squashed.find(wanted)
+        while at != -1:
+            if at in starts:
+                return True
+            at = squashed.find(wanted, at + 1)
+    return False
 
 
 def find_by_name(query: str, data: CompatData | None = None) -> list[Gpu]:
-    """Catalogue rows matching a model name, case/space-insensitively.
+    """Catalogue rows matching a model name, case/space-insensitively, under any name NVIDIA or pci.ids uses.
 
-    An exact match on a name or alias wins; otherwise every row whose name or alias contains the query.
+    An exact match on a name wins; then names that hold the query's words as whole words ("T4" in "Tesla T4");
+    then names that hold it from the start of a word ("1080ti" in "GeForce GTX 1080 Ti").
     """
     data = data or load_compat_data()
     wanted = _squash(query)
     if len(wanted) < 2:
         return []
-    exact = [g for g in data.gpus if wanted in {_squash(n) for n in (g.name, *g.aliases)}]
+    exact = [g for g in data.gpus if wanted in _names(g)]
     if exact:
         return exact
-    return [g for g in data.gpus if any(wanted in _squash(n) for n in (g.name, *g.aliases))]
+    words = [w for w in re.findall(r"[a-z0-9]+", query.lower()) if w not in _NOISE_WORDS]
+    whole = [g for g in data.gpus if any(_has_words(n, words) for n in g.names)]
+    if whole:
+        return whole
+    return [g for g in data.gpus if _contains(g, wanted)]
+
+
+def _has_words(name: str, words: list[str]) -> bool:
+    """Whether ``words`` appear in ``name`` as consecutive whole words ("T4" in "Tesla T4", not in "T400")."""
+    tokens = [w for w in re.findall(r"[a-z0-9]+", name.lower()) if w not in _NOISE_WORDS]
+    size = len(words)
+    return size > 0 and any(tokens[i : i + size] == words for i in range(len(tokens) - size + 1))
+
+
+def planning_key(gpu: Gpu, data: CompatData | None = None) -> tuple[object, ...]:
+    """What decides a GPU's plan, but for the Debian archive's id lists: GPUs with the same key get the same plan
+    wherever the archive's driver lists them both. Open-module support NVIDIA's data does not flag counts as the
+    architecture's."""
+    data = data or load_compat_data()
+    open_modules = (
+        gpu.open_modules if gpu.open_modules is not None else "open" in data.architecture(gpu.architecture).flavors
+    )
+    return (
+        gpu.architecture,
+        gpu.compute_capability,
+        open_modules,
+        gpu.last_branch,
+        gpu.segment == "datacenter",
+    )
 
 
 def by_name(query: str, data: CompatData | None = None) -> Gpu:
     """One catalogue row for a model name such as ``"GTX 1080 Ti"``, ``"1080ti"``, ``"RTX 5090"``, ``"H100"``.
 
-    Several matches of one architecture and compute capability are equivalent for planning (``"H100"``: SXM5 or
-    PCIe), and the shortest name is taken; matches that differ raise ``ambiguous_model``. No match raises
-    ``unknown_model``.
+    Matches that get the same plan (``"H100"``: SXM5 or PCIe; ``"GTX 1050 Ti"``: the desktop card and the laptop
+    part share NVIDIA's name) are equivalent, and one is taken: a desktop part over a laptop one unless the query
+    names a laptop part, then one the Debian archive's drivers list, then the one named exactly so, then the
+    lowest PCI id. Matches that would get different
+    plans raise ``ambiguous_model`` listing them; no match raises ``unknown_model``.
     """
     data = data or load_compat_data()
     matches = find_by_name(query, data)
@@ -70,14 +129,24 @@ def by_name(query: str, data: CompatData | None = None) -> Gpu:
         raise PlanInputError(
             f"unknown GPU model {query!r}: not in dlsetup's catalogue",
             kind="unknown_model",
-            hint="give its PCI id (10de:xxxx) or its pci.ids name, e.g. 'TU104 [GeForce RTX 2070 SUPER]'",
+            hint="give its PCI id (10de:xxxx), or see `dlsetup gpus` for the GPUs dlsetup knows",
         )
-    if len({(g.architecture, g.compute_capability) for g in matches}) > 1:
-        listed = "; ".join(f"{g.name} ({g.pci_id}, {g.architecture})" for g in matches)
+    if len({planning_key(g, data) for g in matches}) > 1:
+        shown = sorted(matches, key=lambda g: g.pci_id)
+        listed = "; ".join(f"{g.name} ({g.pci_id}, {g.architecture})" for g in shown[:8])
+        if len(shown) > 8:
+            listed += f"; and {len(shown) - 8} more"
         raise PlanInputError(
-            f"GPU model {query!r} is ambiguous: {listed}", kind="ambiguous_model", hint="give the full name or PCI id"
+            f"GPU model {query!r} is ambiguous: {listed}",
+            kind="ambiguous_model",
+            hint="give the full name or the PCI id",
         )
-    return min(matches, key=lambda g: (len(g.name), g.pci_id))
+    laptop = _MOBILE_QUERY.search(query) is not None
+    wanted = _squash(query)
+    return min(
+        matches,
+        key=lambda g: ((g.segment == "mobile") != laptop, -len(g.debian_driver), _squash(g.name) != wanted, g.pci_id),
+    )
 
 
 def chip_codename(pci_name: str | None) -> str | None:
@@ -125,8 +194,7 @@ def identify(
                 f"{row.name} ({norm}): the driver reports CC {reported_cc}, the catalogue {cc}; using {reported_cc}"
             )
             cc = reported_cc
-        spec = GpuSpec(norm, row.name, row.architecture, cc, "catalogue", row.chip, row.segment)
-        return spec, warning
+        return _spec(row, cc), warning
     name = reported_name or _bracket_name(pci_name) or norm or "unnamed GPU"
     if norm and not norm.startswith(NVIDIA_VENDOR + ":"):
         return GpuSpec(norm, name, None, None, "unknown"), None
@@ -142,7 +210,9 @@ def identify(
     chip = chip_codename(pci_name)
     arch = data.architecture_for_codename(chip) if chip else None
     if chip and arch is not None:
-        only_cc = arch.compute_capabilities[0] if len(arch.compute_capabilities) == 1 else None
+        only_cc = data.cc_for_chip(chip) or (
+            arch.compute_capabilities[0] if len(arch.compute_capabilities) == 1 else None
+        )
         warning = (
             f"{name} ({norm or 'no PCI id'}) is not in dlsetup's catalogue: architecture {arch.name} inferred from "
             f"the pci.ids chip codename {chip}"
@@ -171,7 +241,19 @@ def identify_text(
         text = bracket  # "GP102 [GeForce GTX 1080 Ti]": the catalogue knows the model
     elif not find_by_name(text, data) and chip_codename(text) and architecture_from_pci_name(text, data):
         return identify(None, pci_name=text, data=data)
-    row = by_name(text, data)
+    return _spec(by_name(text, data)), None
+
+
+def _spec(row: Gpu, cc: str | None = None) -> GpuSpec:
     return GpuSpec(
-        row.pci_id, row.name, row.architecture, row.compute_capability, "catalogue", row.chip, row.segment
-    ), None
+        row.pci_id,
+        row.name,
+        row.architecture,
+        cc or row.compute_capability,
+        "catalogue",
+        row.chip,
+        row.segment,
+        open_modules=row.open_modules,
+        last_branch=row.last_branch,
+        debian_driver=row.debian_driver,
+    )

@@ -36,6 +36,11 @@ def consistency_problems(data: CompatData) -> Iterable[str]:
     for family in sorted({s.family for s in data.systems} - {p.family for p in data.driver_package_patterns}):
         problems.append(f"no driver_package_patterns for the {family} family")
     problems += _unique("codename", (c for a in data.architectures for c in a.codenames))
+    problems += _unique("chip prefix", (c.prefix for c in data.chips))
+    for chip in data.chips:
+        arch = data.architecture_for_codename(chip.prefix)
+        if arch is None or chip.compute_capability not in arch.compute_capabilities:
+            problems.append(f"chip {chip.prefix}: CC {chip.compute_capability} is not a CC of its architecture")
     problems += _unique("compute capability", (c for a in data.architectures for c in a.compute_capabilities))
 
     for arch in data.architectures:
@@ -71,10 +76,14 @@ def consistency_problems(data: CompatData) -> Iterable[str]:
             problems.append(f"{gpu.pci_id}: unknown architecture {gpu.architecture}")
             continue
         arch = data.architecture(gpu.architecture)
-        if gpu.compute_capability not in arch.compute_capabilities:
+        if arch.compute_capabilities and gpu.compute_capability not in arch.compute_capabilities:
             problems.append(f"{gpu.pci_id}: CC {gpu.compute_capability} is not a {arch.name} CC")
-        if gpu.chip[:2] not in arch.codenames:
+        if arch.dl_supported and (gpu.chip is None or gpu.chip[:2] not in arch.codenames):
             problems.append(f"{gpu.pci_id}: chip {gpu.chip} does not carry a {arch.name} codename")
+        if gpu.open_modules and "open" not in arch.flavors:
+            problems.append(f"{gpu.pci_id}: open modules flagged on a {arch.name} GPU, which needs the GSP of Turing+")
+        if "proprietary" not in arch.flavors and gpu.open_modules is False:
+            problems.append(f"{gpu.pci_id}: a {arch.name} GPU without open modules has no driver at all")
 
     ordered = sorted(data.toolkits, key=lambda t: Version(t.version))
     for older, newer in itertools.pairwise(ordered):
@@ -160,5 +169,4 @@ def all_package_names(data: CompatData) -> list[str]:
         for extra in (system.distribution.cuda, system.distribution.cudnn, system.distribution.nccl):
             if extra is not None:
                 names += extra.packages
-    names.append(data.nvidia_repository.keyring_package)
     return sorted(set(names))

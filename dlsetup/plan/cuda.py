@@ -158,3 +158,88 @@ def _library(work: Work, topic: str, label: str, rows: list[Library], toolkit: T
         text += f": {row.note}"
     work.why(topic, text, row.source)
     return LibraryPlan(row.version, row.packages)
+
+
+def _outside_fits(toolkit: Toolkit, ccs: Sequence[str], number: int, driver_cuda: str | None) -> bool:
+    """A toolkit the outside driver runs: it compiles for every GPU, the driver meets its requirement, and it is
+    no newer than the CUDA the driver itself reports (when known)."""
+    return (
+        all(toolkit.covers(cc) for cc in ccs)
+        and toolkit.min_branch <= number
+        and (driver_cuda is None or Version(toolkit.version) <= Version(driver_cuda))
+    )
+
+
+def _outside_next(
+    toolkits: Sequence[Toolkit], toolkit: Toolkit, ccs: Sequence[str], number: int, driver_cuda: str | None
+) -> str:
+    """Why the next newer toolkit was not taken."""
+    newer = sorted(
+        (t for t in toolkits if Version(t.version) > Version(toolkit.version)), key=lambda t: Version(t.version)
+    )
+    if not newer:
+        return ""
+    nxt = newer[0]
+    if not all(nxt.covers(cc) for cc in ccs):
+        return f"; CUDA {nxt.version} compiles for CC {nxt.cc_min} to {nxt.cc_max} only"
+    if nxt.min_branch > number:
+        return f"; CUDA {nxt.version} needs driver {nxt.min_driver}"
+    if driver_cuda is not None and Version(nxt.version) > Version(driver_cuda):
+        return f"; CUDA {nxt.version} is newer than the CUDA {driver_cuda} the driver runs"
+    return ""
+
+
+def choose_cuda_outside(work: Work, gpus: Sequence[PlanGpu], number: int, pins: Pins) -> tuple[Toolkit, CudaPlan]:
+    """The toolkit under a driver dlsetup does not install (WSL2's Windows driver, a container's host driver):
+    NVIDIA's versioned cuda-toolkit-X-Y, which carries no driver, bounded by the driver nvidia-smi reports.
+
+    On WSL2 it comes from NVIDIA's WSL-Ubuntu repository, in a container from NVIDIA's repository for the OS.
+    """
+    outside = work.request.outside_driver
+    assert outside is not None
+    data = work.data
+    ccs = ccs_of(gpus)
+    driver_cuda = outside.cuda_version
+    serving = (
+        f"the Windows driver {outside.version}" if outside.kind == "wsl2" else f"the host's driver {outside.version}"
+    )
+    bound = f"{serving} (R{number}" + (f", CUDA {driver_cuda} by its own report)" if driver_cuda else ")")
+    if pins.cuda_version is not None:
+        toolkit = data.toolkit(pins.cuda_version)
+        if not _outside_fits(toolkit, ccs, number, driver_cuda):
+            raise PlanInputError(
+                f"pin cuda_version: CUDA {toolkit.version} (CC {toolkit.cc_min} to {toolkit.cc_max}, driver "
+                f"{toolkit.min_driver}+) does not fit {by_arch(gpus)} under {bound}",
+                kind="pin_conflict",
+            )
+        why = "pinned"
+    else:
+        variant_major = next(
+            (b.cuda_major for b in data.pytorch if b.variant == pins.pytorch_variant and b.cuda_major), None
+        )
+        fitting = [t for t in data.toolkits if _outside_fits(t, ccs, number, driver_cuda)]
+        candidates = [t for t in fitting if variant_major is None or t.major == variant_major] or fitting
+        if not candidates:
+            oldest = min(data.toolkits, key=lambda t: Version(t.version))
+            raise UnsupportedError(
+                f"no CUDA toolkit in dlsetup's data compiles for {by_arch(gpus)} and runs under {bound}; the oldest, "
+                f"CUDA {oldest.version}, needs driver {oldest.min_driver}",
+                kind="no_supported_stack",
+                hint="update the Windows NVIDIA driver" if outside.kind == "wsl2" else "update the host's driver",
+            )
+        toolkit = max(candidates, key=lambda t: Version(t.version))
+        why = (
+            f"the newest toolkit that compiles for every GPU here (CC {', '.join(ccs)}) and runs under {bound}: "
+            f"it needs driver {toolkit.min_driver}"
+        )
+        why += _outside_next(data.toolkits, toolkit, ccs, number, driver_cuda)
+    if outside.kind == "wsl2":
+        where, source = "NVIDIA's WSL-Ubuntu repository", f"{data.wsl.source}; {toolkit.source}"
+    else:
+        where, source = "NVIDIA's repository", f"{data.containers.source}; {toolkit.source}"
+    work.why(
+        "cuda",
+        f"CUDA {toolkit.version} from {where} ({', '.join(toolkit.packages)}, the toolkit alone, no driver): {why}",
+        source,
+    )
+    return toolkit, CudaPlan(toolkit.version, "nvidia", toolkit.packages)

@@ -7,10 +7,11 @@ from collections.abc import Iterable, Sequence
 from datetime import date
 
 from dlsetup.errors import UnsupportedError
+from dlsetup.facts.hwparse.common import driver_major
 from dlsetup.plan.frameworks import torch_candidates
 from dlsetup.plan.model import DriverPlan, Pins, PlanInputError, SecureBootPlan
 from dlsetup.plan.schema import Branch, Flavor, Origin
-from dlsetup.plan.work import ORIGIN_NAMES, PlanGpu, Work, by_arch, names, repo_path
+from dlsetup.plan.work import ORIGIN_NAMES, PlanGpu, Work, by_arch, names, repo_url
 
 _KERNEL = re.compile(r"^(\d+)\.(\d+)\.\d+-\d+-([a-z0-9][a-z0-9-]*)$")
 
@@ -24,9 +25,10 @@ DEFAULT_KINDS = ("LTSB", "PB")
 def choose_flavor(work: Work, gpus: Sequence[PlanGpu], pins: Pins) -> Flavor:
     allowed: set[Flavor] = {"open", "proprietary"}
     for gpu in gpus:
-        allowed &= set(gpu.arch.flavors)
-    open_only = [g for g in gpus if g.arch.flavors == ("open",)]
-    proprietary_only = [g for g in gpus if "open" not in g.arch.flavors]
+        allowed &= set(gpu.flavors)
+    open_only = [g for g in gpus if g.flavors == ("open",)]
+    proprietary_only = [g for g in gpus if "open" not in g.flavors]
+    unflagged = [g for g in proprietary_only if "open" in g.arch.flavors]
     if not allowed:
         raise UnsupportedError(
             f"no single NVIDIA driver serves this set: {by_arch(open_only)} need the open kernel modules (the "
@@ -65,7 +67,16 @@ def choose_flavor(work: Work, gpus: Sequence[PlanGpu], pins: Pins) -> Flavor:
             )
         work.why("driver.flavor", text, arch_source)
         return "open"
-    text = f"proprietary: {by_arch(proprietary_only)} cannot use the open modules (they need the GSP, Turing or newer)"
+    pre_turing = [g for g in proprietary_only if g not in unflagged]
+    parts = []
+    if pre_turing:
+        parts.append(f"{by_arch(pre_turing)} cannot use the open modules (they need the GSP, Turing or newer)")
+    if unflagged:
+        parts.append(
+            f"NVIDIA's data does not list {names(unflagged)} for the open modules (no kernelopen flag in its "
+            "supported-gpus.json)"
+        )
+    text = "proprietary: " + "; ".join(parts)
     if len(proprietary_only) < len(gpus):
         text += f"; the whole set, {by_arch(gpus)}, shares one driver and so stays on proprietary"
     work.why("driver.flavor", text, arch_source)
@@ -103,6 +114,18 @@ def _lifecycle_problem(row: Branch, today: date) -> str | None:
     return None
 
 
+def _archive_problem(work: Work, gpus: Sequence[PlanGpu], origin: Origin) -> str | None:
+    """Why the OS's own archive cannot drive these GPUs, whatever the branch: Debian's nvidia-driver drives the GPUs
+    its id list names (nvidia-detect's nvidia.ids) and no other."""
+    system = work.system
+    if origin != "distribution" or system.family != "debian":
+        return None
+    missing = [g for g in gpus if system.version not in g.spec.debian_driver]
+    if not missing:
+        return None
+    return f"{system.pretty_name}'s nvidia-driver does not list {names(missing)} (nvidia-detect's nvidia.ids)"
+
+
 def choose_driver(work: Work, gpus: Sequence[PlanGpu], flavor: Flavor, pins: Pins) -> tuple[Origin, int]:
     system = work.system
     origins: tuple[Origin, ...] = (pins.driver_source,) if pins.driver_source else system.source_order
@@ -115,14 +138,17 @@ def choose_driver(work: Work, gpus: Sequence[PlanGpu], flavor: Flavor, pins: Pin
         offered = system.branches_from(origin)
         good: list[int] = []
         notes: list[str] = []
+        archive_problem = _archive_problem(work, gpus, origin)
         for number in offered:
             problem = _branch_problem(work, gpus, number, flavor) or _lifecycle_problem(
                 work.data.branch(number), work.today
             )
-            if problem is None:
+            if problem is None and archive_problem is None:
                 good.append(number)
-            else:
+            elif problem is not None:
                 notes.append(problem)
+        if archive_problem is not None:
+            notes.append(archive_problem)
         if good:
             rank = {b: i for i, b in enumerate(preferred.branches)}
             chosen = min(good, key=lambda b: (rank.get(b, len(rank)), -b))
@@ -132,6 +158,8 @@ def choose_driver(work: Work, gpus: Sequence[PlanGpu], flavor: Flavor, pins: Pin
 
     # Nothing current fits: take a branch that at least drives every GPU, and say what is wrong with it.
     for origin in origins:
+        if _archive_problem(work, gpus, origin) is not None:
+            continue
         usable = [b for b in system.branches_from(origin) if _branch_problem(work, gpus, b, flavor) is None]
         if usable:
             chosen = max(usable)
@@ -161,10 +189,17 @@ def _pinned_branch(
     problem = _branch_problem(work, gpus, number, flavor)
     if problem is not None:
         raise PlanInputError(f"pin driver_branch: {problem}", kind="pin_conflict")
+    refusals = []
     for origin in origins:
+        archive_problem = _archive_problem(work, gpus, origin)
+        if archive_problem is not None:
+            refusals.append(archive_problem)
+            continue
         if number in work.system.branches_from(origin):
             _explain_driver(work, gpus, flavor, origin, number, [], pinned_source=pinned_source, pinned_branch=True)
             return origin, number
+    if refusals and len(refusals) == len(origins):
+        raise PlanInputError(f"pin driver_branch: {'; '.join(refusals)}", kind="pin_conflict")
     offered = "; ".join(f"{_archive(o)}: {_branch_list(work.system.branches_from(o))}" for o in origins)
     raise PlanInputError(
         f"pin driver_branch: R{number} is not offered on {work.system.pretty_name} ({offered})", kind="pin_conflict"
@@ -204,7 +239,7 @@ def _explain_driver(
     elif origin == "distribution":
         text = f"{system.pretty_name}'s archive offers R{number}, which drives every GPU here"
     else:
-        text = f"NVIDIA's CUDA repository ({repo_path(work)})"
+        text = f"NVIDIA's CUDA repository ({repo_url(work)})"
     if skipped:
         text += " — " + "; ".join(skipped)
         usable_at_home = [
@@ -302,6 +337,9 @@ def driver_plan(
             "the key must be enrolled at the next boot (MokManager prompt, console access needed)",
         )
     work.why("secure_boot", secure_boot.note, SECURE_BOOT_SOURCE)
+    pin = system.distribution.version_pin(flavor) if origin == "distribution" else None
+    if pin is not None:
+        work.why("driver.version", f"held at {pin.version}: {pin.reason}", pin.source)
     row_branch = work.data.branch(number)
     patterns = work.data.package_patterns(system.family)
     return (
@@ -315,6 +353,60 @@ def driver_plan(
             patterns.pin_packages,
             patterns.other_flavor(flavor),
             patterns.branch_named_packages,
+            pin.version if pin is not None else None,
         ),
         secure_boot,
     )
+
+
+def outside_driver_plan(work: Work, pins: Pins) -> tuple[int, DriverPlan, SecureBootPlan]:
+    """No driver to install: the Windows driver serves WSL2, the host's driver a container that sees its GPUs only
+    through nvidia-smi. Returns the branch number of the driver that serves them (what CUDA and the frameworks
+    must fit), an empty driver plan, and a Secure Boot plan with nothing to sign.
+
+    WSL2 on an OS family NVIDIA has no WSL repository for (Debian) is refused (``unsupported_os``); a driver pin
+    cannot be honoured (``pin_conflict``); a driver of unknown version leaves nothing to fit
+    (``no_supported_stack``).
+    """
+    outside = work.request.outside_driver
+    assert outside is not None
+    data, system = work.data, work.system
+    where = "WSL2" if outside.kind == "wsl2" else "this container"
+    if outside.kind == "wsl2" and system.family not in data.wsl.families:
+        raise UnsupportedError(
+            f"{system.pretty_name} on WSL2: {data.wsl.refusal}",
+            kind="unsupported_os",
+            hint="run Ubuntu under WSL2 (wsl --install -d Ubuntu-24.04)",
+        )
+    driver_pins = [k for k in ("driver_branch", "driver_flavor", "driver_source") if getattr(pins, k) is not None]
+    if driver_pins:
+        raise PlanInputError(
+            f"pin {driver_pins[0]}: dlsetup installs no driver in {where} ("
+            + ("the Windows driver serves it" if outside.kind == "wsl2" else "the host's driver serves it")
+            + "), so there is no driver to pin",
+            kind="pin_conflict",
+        )
+    number = driver_major(outside.version)
+    serving = "the Windows driver" if outside.kind == "wsl2" else "the host's driver"
+    if number is None:
+        raise UnsupportedError(
+            f"{where}: nvidia-smi reports no driver version, so no CUDA can be fitted to {serving}",
+            kind="no_supported_stack",
+            hint="check that nvidia-smi runs"
+            + (" (/usr/lib/wsl/lib/nvidia-smi) and update the Windows NVIDIA driver" if outside.kind == "wsl2" else ""),
+        )
+    note = data.wsl.driver_note if outside.kind == "wsl2" else data.containers.driver_note
+    source = data.wsl.source if outside.kind == "wsl2" else data.containers.source
+    evidence = f" (seen by: {'; '.join(outside.evidence)})" if outside.evidence else ""
+    work.why(
+        "driver.source",
+        f"none: {note}. {serving[0].upper()}{serving[1:]} is {outside.version} (R{number}, as nvidia-smi reports it), "
+        f"and CUDA and the frameworks are fitted to it{evidence}",
+        source,
+    )
+    kernel_less = "no kernel modules are installed" + (
+        ": the Windows driver serves WSL2" if outside.kind == "wsl2" else ": a container has no kernel of its own"
+    )
+    secure_boot = SecureBootPlan(False, "no", kernel_less)
+    work.why("secure_boot", secure_boot.note, source)
+    return number, DriverPlan(), secure_boot

@@ -9,6 +9,7 @@ from packaging.version import Version
 from dlsetup.errors import UnsupportedError
 from dlsetup.plan.model import JaxPlan, Pins, PlanInputError
 from dlsetup.plan.schema import Toolkit, TorchBuild, cc_tuple, sm_to_cc
+from dlsetup.plan.sources import pytorch_index_url
 from dlsetup.plan.work import PlanGpu, Work, by_arch, ccs_of
 
 
@@ -65,7 +66,8 @@ def choose_torch(work: Work, gpus: Sequence[PlanGpu], number: int, toolkit: Tool
     archs = " ".join(build.archs)
     floor = data.floor_for(build.cuda_major or 0)
     text = (
-        f"torch {build.version} ({build.variant}, CUDA {build.cuda}) from {build.index_url}: "
+        f"torch {build.version} ({build.variant}, CUDA {build.cuda}) from "
+        f"{pytorch_index_url(work.data, build, work.request.sources) or 'the general package index'}: "
         + ("pinned; " if pinned else "the newest build ")
         + f"whose compiled architectures ({archs}) cover every GPU here, and a CUDA {build.cuda_major}.x wheel "
         f"needs only driver R{floor}+"
@@ -143,7 +145,7 @@ def choose_jax(work: Work, gpus: Sequence[PlanGpu], number: int, build: TorchBui
             "R580+): JAX stays CPU-only"
         )
         work.why("jax", "plain jax (CPU): no CUDA extra fits these GPUs", work.data.jax[0].source)
-        return JaxPlan(None)
+        return JaxPlan(None, work.request.sources.pip_index)
     chosen = max(fits, key=lambda j: (j.cuda_major == build.cuda_major, j.cuda_major))
     text = f"jax[{chosen.extra}]: supports SM {chosen.cc_min}+ with driver R{chosen.min_branch}+"
     if chosen.cuda_major == build.cuda_major:
@@ -153,4 +155,4 @@ def choose_jax(work: Work, gpus: Sequence[PlanGpu], number: int, build: TorchBui
     work.why("jax", text, chosen.source)
     if chosen.cuda_major == 12 and any(cc_tuple(cc) < (7, 5) for cc in ccs):
         work.warn("jax[cuda12] on pre-Turing GPUs needs cuDNN <= 9.10 (later cuDNN dropped them; UNVERIFIED)")
-    return JaxPlan(chosen.extra)
+    return JaxPlan(chosen.extra, work.request.sources.pip_index)

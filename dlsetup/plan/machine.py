@@ -21,7 +21,8 @@ from dlsetup.plan.model import (
     SecureBootPlan,
 )
 from dlsetup.plan.schema import Flavor, Machine
-from dlsetup.plan.work import PlanGpu, Work, names, repo_path
+from dlsetup.plan.sources import nvidia_repository_key, pytorch_index_url
+from dlsetup.plan.work import PlanGpu, Work, names, repo_url
 
 
 def cpu_plan(work: Work, machine_plan: MachinePlan | None, profile: Machine | None) -> Plan:
@@ -51,7 +52,8 @@ def cpu_plan(work: Work, machine_plan: MachinePlan | None, profile: Machine | No
         f"no NVIDIA GPU on {product}: no driver, CUDA, cuDNN or NCCL; CPU-only frameworks",
         '[DEB-DETECT12] nvidia-detect: "No NVIDIA GPU detected."',
     )
-    work.why("pytorch", f"torch {build.version} from the CPU-only index ({build.index_url})", build.source)
+    index = pytorch_index_url(work.data, build, work.request.sources)
+    work.why("pytorch", f"torch {build.version} from the CPU-only index ({index})", build.source)
     work.why("jax", "plain jax (CPU): no CUDA extra without an NVIDIA GPU", work.data.jax[0].source)
     if profile is not None and profile.gpus:
         work.warn(
@@ -77,12 +79,13 @@ def cpu_plan(work: Work, machine_plan: MachinePlan | None, profile: Machine | No
         cuda=CudaPlan(),
         cudnn=LibraryPlan(),
         nccl=LibraryPlan(),
-        pytorch=PytorchPlan(build.version, build.variant, build.index_url, None),
-        jax=JaxPlan(None),
+        pytorch=PytorchPlan(build.version, build.variant, index, None),
+        jax=JaxPlan(None, work.request.sources.pip_index),
         laptop=laptop,
         reboot_required=reboot,
         secure_boot=SecureBootPlan(False, "no", "no NVIDIA kernel modules are installed"),
         nvidia_repository=None,
+        wheelhouse=work.request.sources.wheelhouse,
         reasons=tuple(work.reasons),
         warnings=tuple(work.warnings),
     )
@@ -131,21 +134,44 @@ def reboot_needed(work: Work, number: int, flavor: Flavor, laptop: LaptopPlan) -
     return driver_change or laptop.mem_sleep_default is not None
 
 
-def repository_plan(work: Work, driver: DriverPlan, cuda_plan: CudaPlan) -> NvidiaRepositoryPlan | None:
+def repository_plan(
+    work: Work,
+    driver: DriverPlan,
+    cuda_plan: CudaPlan,
+    libraries: tuple[str, ...],
+    *,
+    note: str | None = None,
+    note_source: str = "",
+) -> NvidiaRepositoryPlan | None:
+    """NVIDIA's repository, when the driver or CUDA comes from it. ``note`` replaces the usual account of what it
+    is added for (WSL2, containers: no driver packages at all)."""
     used_for = tuple(
         name for name, source in (("driver", driver.source), ("cuda", cuda_plan.source)) if source == "nvidia"
     )
     if not used_for:
         return None
     repo = work.data.nvidia_repository
-    if "driver" not in used_for:
+    url = repo_url(work)
+    fingerprint = nvidia_repository_key(work.data, work.request.sources)
+    mirror = " (a mirror of NVIDIA's, given by the user)" if work.request.sources.nvidia_repo else ""
+    key = f"signed by {repo.key_file}, accepted only with the fingerprint {fingerprint}"
+    if work.request.sources.nvidia_repo_key:
+        key += " (the user's)"
+    if note is not None:
+        work.why("nvidia_repository", f"{url}{mirror}, {key}, {note}", f"{repo.source}; {note_source}")
+    elif "driver" not in used_for:
         work.why(
             "nvidia_repository",
-            f"{repo_path(work)} is added for CUDA, cuDNN and NCCL only: its pin file ranks it above "
-            f"{work.system.pretty_name}'s archive for every package it carries, drivers included, so the driver "
-            "packages must stay pinned to the distribution",
+            f"{url}{mirror}, {key}, is added for CUDA, cuDNN and NCCL only: the driver packages stay pinned to "
+            f"{work.system.pretty_name}'s archive",
             repo.source,
         )
     else:
-        work.why("nvidia_repository", f"{repo_path(work)} with {repo.keyring_package}", repo.source)
-    return NvidiaRepositoryPlan(repo_path(work), repo.keyring_package, used_for)
+        work.why("nvidia_repository", f"{url}{mirror}, {key}", repo.source)
+    # what comes from it: the kernel headers a DKMS build needs are the distribution's own metapackage
+    packages: list[str] = []
+    if "driver" in used_for:
+        packages += [p for p in driver.packages if not p.startswith("linux-headers-")]
+    if "cuda" in used_for:
+        packages += [*cuda_plan.packages, *libraries]
+    return NvidiaRepositoryPlan(url, f"{url}{repo.key_file}", fingerprint, used_for, tuple(packages))

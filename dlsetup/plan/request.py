@@ -6,14 +6,23 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from datetime import date
-from typing import Any
+from typing import Any, Literal
 
 from dlsetup.errors import UnsupportedError
 from dlsetup.facts.hwparse.common import driver_major
 from dlsetup.facts.model import HostFacts
 from dlsetup.plan.catalogue import identify, identify_text
 from dlsetup.plan.load import load_compat_data
-from dlsetup.plan.model import CurrentDriver, GpuSpec, MachineSpec, PlanInputError, Reason, StackRequest
+from dlsetup.plan.model import (
+    CurrentDriver,
+    GpuSpec,
+    MachineSpec,
+    OutsideDriver,
+    PlanInputError,
+    Reason,
+    SourceOverrides,
+    StackRequest,
+)
 from dlsetup.plan.pins import pins_from_mapping
 from dlsetup.plan.schema import CompatData, Machine
 
@@ -47,6 +56,7 @@ def request_offline(
     *,
     pci_ids_text: str | None = None,
     as_of: date | None = None,
+    sources: SourceOverrides | None = None,
 ) -> StackRequest:
     """A request with no host: ``os`` like ``"ubuntu-24.04"``, GPUs as PCI ids or model names, a machine model.
 
@@ -81,11 +91,16 @@ def request_offline(
         as_of=as_of,
         reasons=tuple(reasons),
         warnings=tuple(warnings),
+        sources=sources or SourceOverrides(),
     )
 
 
 def request_from_facts(
-    host_facts: HostFacts, pins: Mapping[str, Any] | None = None, *, as_of: date | None = None
+    host_facts: HostFacts,
+    pins: Mapping[str, Any] | None = None,
+    *,
+    as_of: date | None = None,
+    sources: SourceOverrides | None = None,
 ) -> StackRequest:
     """A request from one host's facts."""
     data = load_compat_data()
@@ -119,7 +134,16 @@ def request_from_facts(
         else None
     )
     driver = host_facts.driver
-    current = CurrentDriver(driver_major(driver.version), driver.kernel_module) if driver.loaded else None
+    outside = outside_driver(host_facts)
+    if outside is not None and outside.kind == "wsl2" and not host_facts.gpus:
+        why = f" ({driver.error.kind}: {driver.error.message})" if driver.error else ""
+        warnings.append(
+            f"WSL2, but nvidia-smi lists no GPU{why}: WSL2 takes its GPUs from the Windows NVIDIA driver; install or "
+            "update it on Windows (no Linux driver belongs in WSL2)"
+        )
+    current = (
+        CurrentDriver(driver_major(driver.version), driver.kernel_module) if driver.loaded and outside is None else None
+    )
     return StackRequest(
         os=f"{os_id}-{version}",
         gpus=tuple(specs),
@@ -129,7 +153,24 @@ def request_from_facts(
         kernel_release=host_facts.os.kernel,
         as_of=as_of,
         warnings=tuple(warnings),
+        sources=sources or SourceOverrides(),
+        virtualization=host_facts.machine.virtualization,
+        outside_driver=outside,
     )
+
+
+def outside_driver(host_facts: HostFacts) -> OutsideDriver | None:
+    """The driver that serves this host from outside, or None when dlsetup installs it: WSL2 always (the Windows
+    driver), a container when it sees its GPUs only through nvidia-smi (the host's driver, through the container
+    runtime). A container that sees its GPUs on PCI keeps the usual plan (the roles leave the kernel packages out)."""
+    machine, driver = host_facts.machine, host_facts.driver
+    if machine.virtualization == "wsl2":
+        kind: Literal["wsl2", "container"] = "wsl2"
+    elif machine.virtualization == "container" and host_facts.gpus and not any(g.on_pci for g in host_facts.gpus):
+        kind = "container"
+    else:
+        return None
+    return OutsideDriver(kind, driver.version, driver.cuda_version, machine.virtualization_evidence)
 
 
 def match_machine(machine: MachineSpec | None, data: CompatData | None = None) -> Machine | None:

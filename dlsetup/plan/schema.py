@@ -8,7 +8,9 @@ Every row carries a ``source``. Reading the files and checking the rows against 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from datetime import date
+from functools import cached_property
 from typing import Literal
 
 from packaging.version import Version
@@ -135,13 +137,21 @@ class PreferredBranches(_Row):
 
 
 class Gpu(_Row):
+    """One GPU of the catalogue (generated from NVIDIA's data by nvidia_data.py, see gpus.yaml's header)."""
+
     pci_id: str
     name: str
-    chip: str
+    chip: str | None
     architecture: str
-    compute_capability: str
+    compute_capability: str | None
     segment: Segment
     aliases: tuple[str, ...] = ()
+    # NVIDIA's kernelopen flag: the open kernel modules drive it (None: NVIDIA's data does not say)
+    open_modules: bool | None = None
+    # NVIDIA's legacybranch: the last driver branch that drives it (None: current drivers do)
+    last_branch: int | None = None
+    # the Debian releases ("12", "13") whose nvidia-driver package lists it
+    debian_driver: tuple[str, ...] = ()
 
     @field_validator("pci_id")
     @classmethod
@@ -149,6 +159,35 @@ class Gpu(_Row):
         if not _PCI_ID.match(value) or not value.startswith("10de:"):
             raise ValueError(f"pci_id {value!r} is not a lower-case NVIDIA id 10de:xxxx")
         return value
+
+    @field_validator("compute_capability")
+    @classmethod
+    def _cc(cls, value: str | None) -> str | None:
+        if value is not None and not _CC.match(value):
+            raise ValueError(f"compute capability {value!r} is not MAJOR.MINOR")
+        return value
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return (self.name, *self.aliases)
+
+
+class CatalogueProvenance(_Row):
+    """What the generated GPU catalogue was made from (gpus.json)."""
+
+    generated_by: str
+    drivers: tuple[str, ...]
+    debian_id_lists: tuple[str, ...]
+    pci_ids: str
+    gpus: int
+    left_out: tuple[str, ...]
+
+
+class Chip(_Row):
+    """A chip codename prefix and the compute capability of the chips it names."""
+
+    prefix: str = Field(pattern=r"^[A-Z]{1,2}\d{0,3}[A-Z]?$")
+    compute_capability: str
 
     @field_validator("compute_capability")
     @classmethod
@@ -217,7 +256,8 @@ class TorchBuild(_Row):
     variant: str
     cuda: str | None
     archs: tuple[str, ...]
-    index_url: str
+    # where pip finds it: its variant's index on PyTorch's server, or the general index (PyPI or a mirror)
+    index: Literal["pytorch", "default"] = "pytorch"
 
     @model_validator(mode="after")
     def _consistent(self) -> TorchBuild:
@@ -233,8 +273,6 @@ class TorchBuild(_Row):
                 raise ValueError(f"torch {self.version} {self.variant}: archs is empty")
             for sm in self.archs:
                 sm_to_cc(sm)
-        if not self.index_url.startswith("https://"):
-            raise ValueError(f"torch {self.version} {self.variant}: index_url must be https")
         return self
 
     @property
@@ -259,6 +297,18 @@ class DistributionCuda(_Row):
     packages: tuple[str, ...] = Field(min_length=1)
 
 
+class DriverVersionPin(_Row):
+    """An exact driver version a distribution's package set installs only at: the archive's updates carry
+    newer versions of some of its packages than of the others (Debian 12: the open kernel module stays at
+    535.261.03 in contrib while bookworm-security moves nvidia-driver on), so apt refuses the set unless every
+    driver package is held to the one version they share."""
+
+    flavor: Literal["open", "proprietary"]
+    version: str = Field(pattern=r"^\d+\.\d+(\.\d+)?$")
+    reason: str
+    source: str
+
+
 class DistributionArchive(_Row):
     driver_branches: tuple[int, ...]
     verified: bool
@@ -266,6 +316,10 @@ class DistributionArchive(_Row):
     cuda: DistributionCuda | None
     cudnn: DistributionCuda | None
     nccl: DistributionCuda | None
+    driver_version_pins: tuple[DriverVersionPin, ...] = ()
+
+    def version_pin(self, flavor: str) -> DriverVersionPin | None:
+        return next((p for p in self.driver_version_pins if p.flavor == flavor), None)
 
 
 class NvidiaRepositoryForOs(_Row):
@@ -351,8 +405,30 @@ class DriverPackagePatterns(_Row):
 
 
 class NvidiaRepository(_Row):
+    base_url: str = Field(pattern=r"^https://")
     path_template: str
-    keyring_package: str
+    key_file: str
+    key_fingerprint: str = Field(pattern=r"^[0-9A-F]{40}$")
+
+
+class WslSupport(_Row):
+    """CUDA on WSL2: the OS families NVIDIA has a WSL repository for, its directory (same base and key as
+    ``nvidia_repository``), why no Linux driver is installed, and why other families are refused."""
+
+    families: tuple[Literal["ubuntu", "debian"], ...] = Field(min_length=1)
+    directory: str = Field(pattern=r"^[a-z0-9-]+$")
+    driver_note: str
+    refusal: str
+
+
+class ContainerSupport(_Row):
+    """A container that sees its GPUs only through nvidia-smi: why no driver is installed in it."""
+
+    driver_note: str
+
+
+class PytorchIndex(_Row):
+    base_url: str = Field(pattern=r"^https://")
 
 
 class Machine(_Row):
@@ -364,6 +440,18 @@ class Machine(_Row):
     mem_sleep_default: Literal["deep"] | None
 
 
+def architecture_for_codename(architectures: Iterable[Architecture], chip: str) -> Architecture | None:
+    """The architecture a chip codename's prefix names (``GP102`` → Pascal), or None."""
+    prefix = chip[:2].upper()
+    return next((arch for arch in architectures if prefix in arch.codenames), None)
+
+
+def cc_for_chip(chips: Iterable[Chip], chip: str) -> str | None:
+    """The compute capability of a chip codename (``GP102`` → ``6.1``; the longest prefix wins), or None."""
+    rows = [row for row in chips if chip.upper().startswith(row.prefix)]
+    return max(rows, key=lambda r: len(r.prefix)).compute_capability if rows else None
+
+
 class CompatData(BaseModel):
     """All compatibility data, checked for internal consistency."""
 
@@ -372,11 +460,14 @@ class CompatData(BaseModel):
     architectures: tuple[Architecture, ...]
     branches: tuple[Branch, ...]
     preferred_branches: PreferredBranches
+    chips: tuple[Chip, ...]
+    catalogue: CatalogueProvenance
     gpus: tuple[Gpu, ...]
     minor_version_floors: tuple[MinorVersionFloor, ...]
     toolkits: tuple[Toolkit, ...]
     cudnn: tuple[Library, ...]
     nccl: tuple[Library, ...]
+    pytorch_index: PytorchIndex
     pytorch: tuple[TorchBuild, ...]
     jax: tuple[JaxExtra, ...]
     systems: tuple[OperatingSystem, ...]
@@ -384,6 +475,8 @@ class CompatData(BaseModel):
     driver_package_patterns: tuple[DriverPackagePatterns, ...]
     nvidia_repository: NvidiaRepository
     machines: tuple[Machine, ...]
+    wsl: WslSupport
+    containers: ContainerSupport
 
     # --- lookups (the data is small: linear scans keep the model plain) -------------------------------------
 
@@ -394,11 +487,18 @@ class CompatData(BaseModel):
         raise KeyError(name)
 
     def architecture_for_codename(self, chip: str) -> Architecture | None:
-        prefix = chip[:2].upper()
-        for arch in self.architectures:
-            if prefix in arch.codenames:
-                return arch
-        return None
+        return architecture_for_codename(self.architectures, chip)
+
+    @cached_property
+    def _gpus_by_id(self) -> dict[str, Gpu]:
+        return {gpu.pci_id: gpu for gpu in self.gpus}
+
+    def gpu(self, pci_id: str) -> Gpu | None:
+        """The catalogue row of a (normalised) PCI id."""
+        return self._gpus_by_id.get(pci_id)
+
+    def cc_for_chip(self, chip: str) -> str | None:
+        return cc_for_chip(self.chips, chip)
 
     def architecture_for_cc(self, cc: str) -> Architecture | None:
         for arch in self.architectures:

@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 from datetime import date
 
 from dlsetup.plan.model import GpuSpec, Reason, StackRequest
-from dlsetup.plan.schema import Architecture, CompatData, OperatingSystem, cc_tuple
+from dlsetup.plan.schema import Architecture, CompatData, Flavor, OperatingSystem, cc_tuple
+from dlsetup.plan.sources import nvidia_repository_url
 
 ORIGIN_NAMES = {"distribution": "the distribution's archive", "nvidia": "NVIDIA's CUDA repository"}
 
@@ -38,6 +39,14 @@ class PlanGpu:
     arch: Architecture
 
     @property
+    def flavors(self) -> tuple[Flavor, ...]:
+        """The kernel-module flavours that drive it: its architecture's, less open where NVIDIA's data does not list
+        it for the open modules (some Turing and Ampere parts)."""
+        if self.spec.open_modules is False:
+            return tuple(f for f in self.arch.flavors if f != "open")
+        return self.arch.flavors
+
+    @property
     def ccs(self) -> tuple[str, ...]:
         """The compute capabilities the stack must serve: the GPU's, or every one of its architecture's."""
         return (self.spec.compute_capability,) if self.spec.compute_capability else self.arch.compute_capabilities
@@ -65,8 +74,7 @@ def ccs_of(gpus: Sequence[PlanGpu]) -> list[str]:
     return sorted({cc for g in gpus for cc in g.ccs}, key=cc_tuple)
 
 
-def repo_path(work: Work) -> str:
-    """NVIDIA's repository path for the request's OS (``compute/cuda/repos/debian12/x86_64``)."""
-    return work.data.nvidia_repository.path_template.format(
-        directory=work.system.nvidia_repository.directory, arch="x86_64"
-    )
+def repo_url(work: Work) -> str:
+    """NVIDIA's repository for the request's OS (``https://.../compute/cuda/repos/debian12/x86_64/``), or its
+    mirror's."""
+    return nvidia_repository_url(work.data, work.system, work.request.sources, work.request.arch)

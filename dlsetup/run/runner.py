@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import sys
@@ -19,7 +20,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import ansible_runner
 import yaml
@@ -42,6 +43,16 @@ class HostStats:
     unreachable: bool = False
 
 
+class FailedTask(NamedTuple):
+    """A task that failed on a host: its name, the cause in one line (``failure_line``), its action, and the
+    event file under the run directory that holds its whole result (stdout, stderr, command)."""
+
+    task: str
+    message: str
+    action: str = ""
+    details: Path | None = None
+
+
 @dataclass
 class RunResult:
     """What one playbook run did, per host."""
@@ -52,7 +63,7 @@ class RunResult:
     stats: dict[str, HostStats] = field(default_factory=dict)
     # per host: the results of ok/changed tasks, in order: (task name, action, res)
     results: dict[str, list[tuple[str, str, dict[str, Any]]]] = field(default_factory=dict)
-    failed_tasks: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
+    failed_tasks: dict[str, list[FailedTask]] = field(default_factory=dict)
     unreachable: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -107,13 +118,16 @@ def list_inventory(path: Path) -> dict[str, Any]:
     _ensure_ansible_on_path()
     if not path.exists():
         raise ConfigError(f"inventory {path} does not exist")
-    out, err = ansible_runner.get_inventory(
-        action="list",
-        inventories=[str(path.resolve())],
-        response_format="json",
-        quiet=True,
-        envvars=paths.ansible_env(),
-    )
+    # a private data dir of our own: without one ansible-runner makes /tmp/.ansible-runner-* and leaves it there
+    with tempfile.TemporaryDirectory(prefix="dlsetup-inventory-") as private:
+        out, err = ansible_runner.get_inventory(
+            action="list",
+            inventories=[str(path.resolve())],
+            response_format="json",
+            quiet=True,
+            envvars=paths.ansible_env(),
+            private_data_dir=private,
+        )
     if not out:
         reason = _first_error_line(err) or "ansible-inventory returned nothing"
         raise ConfigError(f"invalid inventory {path}: {reason}")
@@ -278,15 +292,87 @@ def _collect(result: RunResult, event: Mapping[str, Any]) -> None:
         return
     res = data.get("res") or {}
     task = str(data.get("task") or "")
+    action = str(data.get("task_action") or "")
     if name == "runner_on_ok":
-        result.results.setdefault(host, []).append((task, str(data.get("task_action") or ""), dict(res)))
+        result.results.setdefault(host, []).append((task, action, dict(res)))
     elif name == "runner_on_failed" and not data.get("ignore_errors"):
-        result.failed_tasks.setdefault(host, []).append((task, _message(res)))
+        failed = FailedTask(task, failure_line(res), action, _event_file(result.run_dir, event))
+        result.failed_tasks.setdefault(host, []).append(failed)
     elif name == "runner_on_unreachable":
-        result.unreachable[host] = _message(res)
+        result.unreachable[host] = failure_line(res)
 
 
-def _message(res: Mapping[str, Any]) -> str:
-    msg = res.get("msg") or res.get("stderr") or res.get("module_stderr") or res.get("stdout") or ""
-    lines = [line.strip() for line in str(msg).splitlines() if line.strip()]
-    return lines[0] if lines else "failed"
+def _event_file(run_dir: Path, event: Mapping[str, Any]) -> Path | None:
+    """Where ansible-runner writes this event, the task's whole result (``artifacts/<ident>/job_events/``)."""
+    ident, counter, uuid = event.get("runner_ident"), event.get("counter"), event.get("uuid")
+    if not (ident and uuid and counter is not None):
+        return None
+    return run_dir / "artifacts" / str(ident) / "job_events" / f"{counter}-{uuid}.json"
+
+
+# What a failed result's output is made of. An error line (pip's "ERROR:", apt's "E:", ...) is the cause when
+# there is one; noise is never the cause; warnings only when nothing else was printed.
+_ERROR_LINE = re.compile(r"^(ERROR|E|FATAL|fatal|error|Error)(\s*\[[^]]*\])?\s*:\s*\S")
+_NOISE_LINE = re.compile(r"^(\[notice\]|\[DEPRECATION WARNING\]|Traceback \(most recent call last\):|File \")")
+_WARNING_LINE = re.compile(r"^(WARNING|W|\[WARNING\]|DEPRECATION)\s*:|^\S*Warning: ")
+# ansible.builtin.pip puts pip's output in msg only: "stdout: OUT\n:stderr: ERR" (its _fail)
+_PIP_STDERR = "\n:stderr: "
+# why pip found nothing on an index it could not reach (its "WARNING: Retrying ... after connection broken by")
+_PIP_UNREACHABLE = re.compile(
+    r"(Failed to establish a new connection: [^'\")]+|Read timed out[^'\")]*|"
+    r"\[SSL: [A-Z_]+\][^'\")]*|Name or service not known|Temporary failure in name resolution)"
+)
+_PIP_NOTHING_FOUND = ("No matching distribution found", "Could not find a version that satisfies")
+_MAX_LINE = 400
+
+
+def failure_line(res: Mapping[str, Any]) -> str:
+    """The cause of a failed (or unreachable) task's result, in one line.
+
+    A command's cause is at the end of its output, not at the start (pip begins with "Looking in indexes: ..."):
+    the last error line (``ERROR:``, ``E:``) of stderr, else of stdout, else the last line that is not noise (a
+    traceback's exception, not its frames; not pip's ``[notice]``). A result with no output (``assert``, ``fail``,
+    most modules) has its ``msg``, whose first line is the headline. The whole result stays in the run's
+    artifacts (``FailedTask.details``).
+    """
+    msg = str(res.get("msg") or "")
+    streams = [str(res.get(key) or "") for key in ("stderr", "module_stderr", "stdout", "module_stdout")]
+    if _PIP_STDERR in msg or (msg.startswith("stdout: ") and not any(s.strip() for s in streams)):
+        out, _, err = msg.partition(_PIP_STDERR)
+        streams, msg = [err, out.removeprefix("stdout: ")], ""
+    line = _cause(streams, msg)
+    if line.removeprefix("ERROR: ").startswith(_PIP_NOTHING_FOUND):
+        reasons = _PIP_UNREACHABLE.findall("\n".join(streams))
+        if reasons:
+            line += f" (the index was unreachable: {reasons[-1].strip()})"
+    if not line:
+        rc = res.get("rc")
+        line = msg.strip().splitlines()[0] if msg.strip() else "failed"
+        if rc not in (None, 0):
+            line += f" (rc {rc})"
+    return line if len(line) <= _MAX_LINE else line[: _MAX_LINE - 1] + "…"
+
+
+def _cause(streams: list[str], msg: str) -> str:
+    warnings = ""
+    for text in streams:
+        lines = [raw.strip() for raw in text.splitlines() if raw.strip()]
+        errors = [line for line in lines if _ERROR_LINE.match(line)]
+        if errors:
+            return errors[-1]
+        telling = [line for line in lines if not _NOISE_LINE.match(line)]
+        plain = [line for line in telling if not _WARNING_LINE.match(line)]
+        if plain:
+            return plain[-1]
+        warnings = warnings or (telling[-1] if telling else "")
+    lines = [raw.strip() for raw in msg.splitlines() if raw.strip()]
+    errors = [line for line in lines if _ERROR_LINE.match(line)]
+    if errors:
+        return errors[-1]
+    if lines and msg not in _GENERIC_MSGS:
+        return lines[0]
+    return warnings
+
+
+# what Ansible says when the cause is in the output (then a warning there says more than these)
+_GENERIC_MSGS = {"non-zero return code", "MODULE FAILURE\nSee stdout/stderr for the exact error"}

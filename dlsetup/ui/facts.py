@@ -8,6 +8,12 @@ from rich.table import Table
 from dlsetup.facts.model import HostFacts
 from dlsetup.ui.text import show
 
+# Why a GPU nvidia-smi lists is not on PCI, by the machine's virtualization.
+OFF_PCI_WHY = {
+    "wsl2": "WSL2 passes GPUs through /dev/dxg, not PCI; the Windows driver serves them",
+    "container": "the container does not see the PCI devices; the host's driver serves them",
+}
+
 
 def render_facts(console: Console, name: str, facts: HostFacts) -> None:
     os_, machine, cpu = facts.os, facts.machine, facts.cpu
@@ -19,6 +25,8 @@ def render_facts(console: Console, name: str, facts: HostFacts) -> None:
     virt = show(f" [{machine.virtualization}]") if machine.virtualization else ""
     model = " ".join(v for v in (machine.vendor, machine.product) if v) or "unknown (no DMI data)"
     console.print(f"Machine  {show(model)}{virt}")
+    for line in machine.virtualization_evidence:
+        console.print(f"         {show(line)}")
     console.print(f"CPU      {show(cpu.model)}, {show(cpu.cores)} cores / {show(cpu.threads)} threads")
     console.print(f"Memory   {show(facts.memory_mib, ' MiB')}")
     for disk in facts.disks:
@@ -28,7 +36,12 @@ def render_facts(console: Console, name: str, facts: HostFacts) -> None:
             f"Disk     {disk.name} {show(disk.model)} {show(disk.size_gib, ' GiB')} "
             f"{kind} ({show(disk.transport)}){holds}"
         )
-    if not facts.gpus:
+    if not facts.gpus and machine.virtualization == "wsl2":
+        console.print(
+            "GPUs     [bold]no NVIDIA GPU[/bold]: nvidia-smi lists none (WSL2 takes its GPUs from the Windows "
+            "NVIDIA driver: is it installed?)"
+        )
+    elif not facts.gpus:
         console.print("GPUs     [bold]no NVIDIA GPU[/bold] on PCI")
     else:
         table = Table(show_edge=False, pad_edge=False)
@@ -38,7 +51,7 @@ def render_facts(console: Console, name: str, facts: HostFacts) -> None:
             pcie = gpu.pcie
             table.add_row(
                 show(gpu.index),
-                gpu.pci_bus_id,
+                gpu.pci_bus_id if gpu.on_pci else f"{gpu.pci_bus_id} *",
                 str(gpu.pci_id),
                 show(gpu.name or gpu.pci_name),
                 show(gpu.memory_mib, " MiB"),
@@ -48,9 +61,16 @@ def render_facts(console: Console, name: str, facts: HostFacts) -> None:
                 show(gpu.kernel_driver),
             )
         console.print(table)
+        if facts.gpus_off_pci:
+            why = OFF_PCI_WHY.get(machine.virtualization or "", "PCI does not show them")
+            console.print(f"         * listed by nvidia-smi, not on PCI: {show(why)}")
     driver = facts.driver
     error = driver.error
-    if driver.loaded:
+    if driver.loaded and machine.virtualization == "wsl2" and driver.kernel_module is None:
+        console.print(
+            f"Driver   {show(driver.version)} (the Windows driver, through /dev/dxg), CUDA {show(driver.cuda_version)}"
+        )
+    elif driver.loaded:
         console.print(
             f"Driver   {show(driver.version)} ({show(driver.kernel_module)} kernel module), "
             f"CUDA {show(driver.cuda_version)}"

@@ -17,6 +17,7 @@ _TOPIC_ORDER = (
     "driver.branch",
     "driver.source",
     "driver.packages",
+    "driver.version",
     "secure_boot",
     "cuda",
     "cudnn",
@@ -59,7 +60,8 @@ def choices_table(plan: Plan) -> Table:
         eol = f", EOL {driver.end_of_life}" if driver.end_of_life else ""
         table.add_row(
             "driver",
-            f"R{driver.branch} {driver.flavor} from {driver.source} ({driver.support}{eol})",
+            f"R{driver.branch} {driver.flavor} from {driver.source} ({driver.support}{eol})"
+            + (f", held at {driver.version}" if driver.version else ""),
         )
         table.add_row("  packages", " ".join(driver.packages))
     else:
@@ -69,9 +71,22 @@ def choices_table(plan: Plan) -> Table:
     for label, lib in (("cuDNN", plan.cudnn), ("NCCL", plan.nccl)):
         if lib.packages:
             table.add_row(label, f"{lib.version or 'newest'}: {' '.join(lib.packages)}")
+    repo = plan.nvidia_repository
+    if repo is not None:
+        table.add_row(
+            "NVIDIA repository", f"{repo.url} (for {' and '.join(repo.used_for)}; key {repo.key_fingerprint})"
+        )
+    host_pip = "the host's pip configuration"
+    wheels = f"the wheelhouse {plan.wheelhouse} (offline)" if plan.wheelhouse else None
     torch = plan.pytorch
-    table.add_row("PyTorch", f"torch=={torch.version} ({torch.variant}) --index-url {torch.index_url}")
-    table.add_row("JAX", f"jax[{plan.jax.extra}]" if plan.jax.extra else "jax (CPU)")
+    if torch.version is not None:
+        table.add_row(
+            "PyTorch", f"torch=={torch.version} ({torch.variant}) from {wheels or torch.index_url or host_pip}"
+        )
+    else:
+        table.add_row("PyTorch", "none")
+    jax = f"jax[{plan.jax.extra}]" if plan.jax.extra and plan.jax.extra != "cpu" else "jax (CPU)"
+    table.add_row("JAX", f"{jax} from {wheels or plan.jax.index_url or host_pip}")
     if plan.laptop.prime or plan.laptop.mem_sleep_default:
         parts = []
         if plan.laptop.prime:

@@ -7,7 +7,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from dlsetup.run.runner import RunResult
+from dlsetup.run.runner import RunResult, failure_line
 from dlsetup.ui.text import show
 
 
@@ -29,9 +29,8 @@ class Progress:
             if changed:
                 self.console.print(f"  [yellow]changed[/yellow] {show(host)}: {show(task)}")
         elif kind == "runner_on_failed" and not data.get("ignore_errors"):
-            msg = (data.get("res") or {}).get("msg") or ""
-            first = (str(msg).splitlines() or [""])[0]
-            self.console.print(f"  [bold red]failed[/bold red]  {show(host)}: {show(task)}: {show(first)}")
+            cause = failure_line(data.get("res") or {})
+            self.console.print(f"  [bold red]failed[/bold red]  {show(host)}: {show(task)}: {show(cause)}")
         elif kind == "runner_on_unreachable":
             self.console.print(f"  [bold red]unreachable[/bold red] {host}")
 
@@ -50,6 +49,10 @@ def render_run_summary(console: Console, run: RunResult) -> None:
         )
     console.print(table)
     for host, tasks in run.failed_tasks.items():
-        for task, msg in tasks:
-            console.print(f"[bold red]{show(host)}[/bold red] failed at {show(repr(task))}: {show(msg)}")
-    console.print(f"log and artifacts: {run.run_dir}")
+        for failed in tasks:
+            console.print(
+                f"[bold red]{show(host)}[/bold red] failed at {show(repr(failed.task))}: {show(failed.message)}"
+            )
+            # the cause is one line; the task's whole output (stdout, stderr, the command) is in its event file
+            console.print(f"  whole output: {show(str(failed.details or run.log_path))}")
+    console.print(f"log and artifacts: {show(str(run.run_dir))}")

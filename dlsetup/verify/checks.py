@@ -16,7 +16,7 @@ from pydantic.dataclasses import dataclass
 
 from dlsetup.facts.hwparse.common import driver_major, normalize_bus_id
 from dlsetup.facts.model import GpuFacts, HostFacts, PcieLink
-from dlsetup.verify.expect import Expectations
+from dlsetup.verify.expect import FROM_PCI, Expectations
 from dlsetup.verify.probes import JaxProbe, TorchDevice, TorchProbe
 
 Status = Literal["pass", "fail", "warn", "skip"]
@@ -36,16 +36,22 @@ class CheckResult:
     expected: Any
     actual: Any
     message: str
+    # where ``expected`` came from: "--expect", "inventory", "plan record", "PCI", "driver", "default" (None: nothing
+    # was expected)
+    expected_from: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
 def check_gpu_count(facts: HostFacts, expect: Expectations) -> CheckResult:
+    """The GPUs on PCI are the expected number, and the driver (when it answers) lists every one of them. Without
+    an explicit ``gpu_count`` the expectation is PCI's own count (``with_defaults``): then the driver's list is
+    what is checked, and a driver that does not answer leaves nothing to compare."""
     on_pci = len(facts.gpus)
     if expect.gpu_count is None:
         text = "no NVIDIA GPU on PCI" if on_pci == 0 else f"{on_pci} NVIDIA GPU(s) on PCI"
-        return CheckResult("gpu.count", "skip", None, on_pci, f"{text}; no gpu_count expected")
+        return CheckResult("gpu.count", "skip", None, on_pci, f"{text} and no gpu_count expected: nothing to compare")
     if on_pci != expect.gpu_count:
         found = ", ".join(g.label for g in facts.gpus) or "none"
         return CheckResult(
@@ -56,6 +62,7 @@ def check_gpu_count(facts: HostFacts, expect: Expectations) -> CheckResult:
             f"expected {expect.gpu_count} NVIDIA GPU(s), PCI shows {on_pci}: {found}",
         )
     visible = facts.visible_gpus
+    from_pci = expect.origin("gpu_count") == FROM_PCI
     if facts.driver.loaded and len(visible) != on_pci:
         missing = ", ".join(g.pci_bus_id for g in facts.gpus if not g.visible_to_driver)
         return CheckResult(
@@ -65,6 +72,18 @@ def check_gpu_count(facts: HostFacts, expect: Expectations) -> CheckResult:
             len(visible),
             f"PCI shows {on_pci} GPU(s) but the driver lists {len(visible)}; missing: {missing}",
         )
+    if from_pci and not facts.driver.loaded:
+        return CheckResult(
+            "gpu.count",
+            "skip",
+            expect.gpu_count,
+            None,
+            f"{on_pci} NVIDIA GPU(s) on PCI, but the driver does not answer to list them (see driver.loaded)",
+        )
+    if from_pci:
+        return CheckResult(
+            "gpu.count", "pass", expect.gpu_count, len(visible), f"the driver lists all {on_pci} GPU(s) on PCI"
+        )
     return CheckResult("gpu.count", "pass", expect.gpu_count, on_pci, f"{on_pci} NVIDIA GPU(s)")
 
 
@@ -73,7 +92,9 @@ def check_gpu_visible(facts: HostFacts) -> CheckResult:
     if not gpus:
         return CheckResult("gpu.visible", "skip", None, 0, "no NVIDIA GPU on PCI")
     if not facts.driver.loaded:
-        return CheckResult("gpu.visible", "skip", len(gpus), None, "the NVIDIA driver is not answering")
+        return CheckResult(
+            "gpu.visible", "skip", len(gpus), None, "the NVIDIA driver is not answering (see driver.loaded)"
+        )
     hidden = [g for g in gpus if not g.visible_to_driver]
     if hidden:
         labels = ", ".join(g.label for g in hidden)
@@ -89,7 +110,7 @@ def check_gpu_visible(facts: HostFacts) -> CheckResult:
 
 def check_gpu_model(facts: HostFacts, expect: Expectations) -> CheckResult:
     if expect.gpu_model is None:
-        return CheckResult("gpu.model", "skip", None, None, "no gpu_model expected")
+        return CheckResult("gpu.model", "skip", None, None, "not checked: no gpu_model expected")
     gpus = facts.gpus
     if not gpus:
         return CheckResult("gpu.model", "fail", expect.gpu_model, None, "no NVIDIA GPU on PCI")
@@ -107,7 +128,7 @@ def check_gpu_model(facts: HostFacts, expect: Expectations) -> CheckResult:
 def check_gpu_memory(facts: HostFacts, expect: Expectations) -> CheckResult:
     minimum = expect.gpu_memory_min_mib
     if minimum is None:
-        return CheckResult("gpu.memory", "skip", None, None, "no gpu_memory_min_mib expected")
+        return CheckResult("gpu.memory", "skip", None, None, "not checked: no gpu_memory_min_mib expected")
     gpus = facts.gpus
     if not gpus:
         return CheckResult("gpu.memory", "fail", minimum, None, "no NVIDIA GPU on PCI")
@@ -229,7 +250,7 @@ def check_pcie_gen(
 def check_driver_loaded(facts: HostFacts) -> CheckResult:
     driver = facts.driver
     if not facts.gpus:
-        return CheckResult("driver.loaded", "skip", True, driver.loaded, "no NVIDIA GPU on PCI")
+        return CheckResult("driver.loaded", "skip", None, driver.loaded, "no NVIDIA GPU on PCI: no driver needed")
     error = driver.error
     if error is not None:
         hint = f" ({error.hint})" if error.hint else ""
@@ -247,7 +268,7 @@ def check_driver_loaded(facts: HostFacts) -> CheckResult:
 
 def check_driver_branch(facts: HostFacts, expect: Expectations) -> CheckResult:
     if expect.driver_branch is None:
-        return CheckResult("driver.branch", "skip", None, None, "no driver_branch expected")
+        return CheckResult("driver.branch", "skip", None, None, "not checked: no driver_branch expected")
     version = facts.driver.version
     major = driver_major(version)
     if major is None:
@@ -259,7 +280,7 @@ def check_driver_branch(facts: HostFacts, expect: Expectations) -> CheckResult:
 
 def check_driver_flavor(facts: HostFacts, expect: Expectations) -> CheckResult:
     if expect.driver_flavor is None:
-        return CheckResult("driver.flavor", "skip", None, None, "no driver_flavor expected")
+        return CheckResult("driver.flavor", "skip", None, None, "not checked: no driver_flavor expected")
     module = facts.driver.kernel_module
     if module is None:
         return CheckResult("driver.flavor", "fail", expect.driver_flavor, None, "no NVIDIA kernel module loaded")
@@ -276,7 +297,7 @@ def _at_least(actual: str, wanted: str) -> bool:
 
 def check_driver_cuda(facts: HostFacts, expect: Expectations) -> CheckResult:
     if expect.cuda_version is None:
-        return CheckResult("driver.cuda", "skip", None, None, "no cuda_version expected")
+        return CheckResult("driver.cuda", "skip", None, None, "not checked: no cuda_version expected")
     cuda = facts.driver.cuda_version
     if not cuda:
         return CheckResult(
@@ -294,7 +315,7 @@ def check_driver_cuda(facts: HostFacts, expect: Expectations) -> CheckResult:
 def check_host_memory(facts: HostFacts, expect: Expectations) -> CheckResult:
     actual = facts.memory_mib
     if expect.memory_min_mib is None:
-        return CheckResult("host.memory", "skip", None, actual, "no memory_min_mib expected")
+        return CheckResult("host.memory", "skip", None, actual, "not checked: no memory_min_mib expected")
     if actual is None:
         return CheckResult("host.memory", "skip", expect.memory_min_mib, None, "memory size unknown")
     ok = actual >= expect.memory_min_mib
@@ -303,7 +324,7 @@ def check_host_memory(facts: HostFacts, expect: Expectations) -> CheckResult:
 
 def check_root_disk(facts: HostFacts, expect: Expectations) -> CheckResult:
     if expect.root_disk_ssd is None:
-        return CheckResult("host.root_disk_ssd", "skip", None, None, "no root_disk_ssd expected")
+        return CheckResult("host.root_disk_ssd", "skip", None, None, "not checked: no root_disk_ssd expected")
     roots = facts.root_disks()
     if not roots:
         return CheckResult(
@@ -323,13 +344,20 @@ def theoretical_gbps(gen: int, width: int) -> float:
 
 def check_pytorch(facts: HostFacts, expect: Expectations, probe: TorchProbe | None) -> list[CheckResult]:
     """Checks from the PyTorch probe (``None`` when no Python with torch was found)."""
-    wanted = expect.framework == "pytorch"
+    wanted = expect.wants("pytorch")
     if probe is None or not probe.torch:
         reason = (probe.error if probe is not None else None) or "PyTorch is not installed"
-        status: Status = "fail" if wanted else "skip"
-        return [CheckResult("framework.pytorch", status, "pytorch" if wanted else None, None, reason)]
+        if not wanted:
+            return [CheckResult("framework.pytorch", "skip", None, None, f"{reason}; PyTorch is not expected")]
+        return [CheckResult("framework.pytorch", "fail", "pytorch", None, reason)]
     gpus = facts.visible_gpus
-    results = [CheckResult("framework.pytorch", "pass", expect.framework, probe.torch, f"torch {probe.torch}")]
+    results = [
+        CheckResult(
+            "framework.pytorch", "pass", "pytorch" if wanted else None, probe.torch, f"torch {probe.torch} imports"
+        ),
+        _torch_version_check(probe.torch, expect),
+        _torch_variant_check(probe, expect),
+    ]
     devices = probe.devices
     if not gpus:
         results.append(CheckResult("framework.pytorch.devices", "skip", 0, len(devices), "no GPU for PyTorch to use"))
@@ -345,7 +373,7 @@ def check_pytorch(facts: HostFacts, expect: Expectations, probe: TorchProbe | No
             )
         )
         return results
-    status = "pass" if len(devices) == len(gpus) else "fail"
+    status: Status = "pass" if len(devices) == len(gpus) else "fail"
     results.append(
         CheckResult("framework.pytorch.devices", status, len(gpus), len(devices), f"PyTorch sees {len(devices)} GPU(s)")
     )
@@ -363,6 +391,64 @@ def check_pytorch(facts: HostFacts, expect: Expectations, probe: TorchProbe | No
     )
     results.append(_bandwidth_check(gpus, devices, expect))
     return results
+
+
+def _release(version: str) -> tuple[int, ...] | None:
+    try:
+        return Version(version).release
+    except InvalidVersion:
+        return None
+
+
+def _torch_version_check(version: str, expect: Expectations) -> CheckResult:
+    wanted = expect.pytorch_version
+    if wanted is None:
+        return CheckResult(
+            "framework.pytorch.version", "skip", None, version, "not checked: no pytorch_version expected"
+        )
+    have, want = _release(version), _release(wanted)
+    ok = have is not None and want is not None and have[: len(want)] == want
+    return CheckResult(
+        "framework.pytorch.version",
+        "pass" if ok else "fail",
+        wanted,
+        version,
+        f"torch {version}" + ("" if ok else f", expected {wanted}"),
+    )
+
+
+def torch_variant(probe: TorchProbe) -> str | None:
+    """The wheel variant of the torch the probe found: the local label of its version (``2.11.0+cu130``), else what
+    ``torch.version.cuda`` says (``13.0`` → ``cu130``; ``None`` → ``cpu``)."""
+    if probe.torch is None:
+        return None
+    _, _, label = probe.torch.partition("+")
+    if label:
+        return label.lower()
+    if probe.cuda_build:
+        return "cu" + probe.cuda_build.replace(".", "")
+    return "cpu"
+
+
+def _torch_variant_check(probe: TorchProbe, expect: Expectations) -> CheckResult:
+    variant = torch_variant(probe)
+    built = f"built with CUDA {probe.cuda_build}" if probe.cuda_build else "built without CUDA"
+    wanted = expect.pytorch_variant
+    if wanted is None:
+        return CheckResult(
+            "framework.pytorch.variant", "skip", None, variant, f"not checked: no pytorch_variant expected ({built})"
+        )
+    if wanted == "cpu":
+        cuda_ok = probe.cuda_build is None
+    elif wanted.startswith("cu"):
+        cuda_ok = probe.cuda_build is not None and "cu" + probe.cuda_build.replace(".", "") == wanted
+    else:  # ROCm builds say nothing in torch.version.cuda
+        cuda_ok = True
+    status: Status = "pass" if variant == wanted and cuda_ok else "fail"
+    message = f"torch {probe.torch} is the {variant} wheel, {built} (torch.version.cuda)"
+    if variant == wanted and not cuda_ok:
+        message += f": not what a {wanted} wheel is"
+    return CheckResult("framework.pytorch.variant", status, wanted, variant, message)
 
 
 def _arch_check(devices: Sequence[TorchDevice], arch_list: Sequence[str]) -> CheckResult:
@@ -434,10 +520,12 @@ def _bandwidth_check(gpus: Sequence[GpuFacts], devices: Sequence[TorchDevice], e
 
 
 def check_jax(expect: Expectations, probe: JaxProbe | None, gpu_count: int) -> CheckResult:
-    wanted = expect.framework == "jax"
+    wanted = expect.wants("jax")
     if probe is None or not probe.jax:
         reason = (probe.error if probe is not None else None) or "JAX is not installed"
-        return CheckResult("framework.jax", "fail" if wanted else "skip", "jax" if wanted else None, None, reason)
+        if not wanted:
+            return CheckResult("framework.jax", "skip", None, None, f"{reason}; JAX is not expected")
+        return CheckResult("framework.jax", "fail", "jax", None, reason)
     gpu_devices = probe.gpu_devices
     if gpu_count and gpu_devices != gpu_count:
         return CheckResult(
@@ -450,6 +538,142 @@ def check_jax(expect: Expectations, probe: JaxProbe | None, gpu_count: int) -> C
     return CheckResult("framework.jax", "pass", gpu_count, gpu_devices, f"jax {probe.jax} sees {gpu_devices} GPU(s)")
 
 
+def check_pcie_gen_probed(
+    facts: HostFacts, expect: Expectations, probe: TorchProbe | None, load_required: bool
+) -> CheckResult:
+    """:func:`check_pcie_gen` with the generations the PyTorch probe read under load; ``--load`` (``load_required``)
+    without a load to read them under is a skip that says why."""
+    loaded = probe.loaded_gens() if probe is not None else {}
+    if load_required and not loaded and facts.gpus:
+        why = (probe.error if probe is not None else None) or "no GPU load could be generated"
+        return CheckResult(
+            "gpu.pcie_gen",
+            "skip",
+            expect.pcie_gen_min,
+            None,
+            f"--load needs PyTorch with CUDA on the host to generate load; {why}",
+        )
+    return check_pcie_gen(facts, expect, loaded or None)
+
+
+# Every check of a host, in report order (docs/verify.md): what the machine is, its GPUs, the driver, frameworks.
+CHECK_IDS = (
+    "host.memory",
+    "host.root_disk_ssd",
+    "gpu.count",
+    "gpu.visible",
+    "gpu.model",
+    "gpu.memory",
+    "gpu.pcie_width",
+    "gpu.pcie_gen",
+    "driver.loaded",
+    "driver.branch",
+    "driver.flavor",
+    "driver.cuda",
+    "framework.pytorch",
+    "framework.pytorch.version",
+    "framework.pytorch.variant",
+    "framework.pytorch.devices",
+    "framework.pytorch.arch",
+    "framework.pytorch.matmul",
+    "framework.pytorch.bandwidth",
+    "framework.jax",
+)
+
+# The expectation key each check compares with; the checks not named here compare with what the host itself
+# shows (``FIXED_FROM``), or with nothing.
+EXPECTATION_OF = {
+    "host.memory": "memory_min_mib",
+    "host.root_disk_ssd": "root_disk_ssd",
+    "gpu.count": "gpu_count",
+    "gpu.model": "gpu_model",
+    "gpu.memory": "gpu_memory_min_mib",
+    "gpu.pcie_width": "pcie_width_min",
+    "gpu.pcie_gen": "pcie_gen_min",
+    "driver.branch": "driver_branch",
+    "driver.flavor": "driver_flavor",
+    "driver.cuda": "cuda_version",
+    "framework.pytorch.version": "pytorch_version",
+    "framework.pytorch.variant": "pytorch_variant",
+    "framework.pytorch.bandwidth": "pcie_bandwidth_min_ratio",
+}
+FIXED_FROM = {
+    "gpu.visible": FROM_PCI,  # every GPU on PCI
+    "driver.loaded": FROM_PCI,  # a GPU on PCI needs a driver
+    "framework.pytorch.devices": "driver",  # the GPUs the driver lists
+    "framework.pytorch.arch": "driver",  # their compute capabilities
+    "framework.pytorch.matmul": "driver",
+    "framework.jax": "driver",
+}
+
+
+def _framework_origin(check_id: str, expect: Expectations) -> str | None:
+    """Where the expectation that PyTorch/JAX imports came from: ``framework``, or a PyTorch version/variant."""
+    name = "jax" if check_id == "framework.jax" else "pytorch"
+    if name in (expect.framework or "").split(","):
+        return expect.origin("framework")
+    if name == "pytorch":
+        return expect.origin("pytorch_version") or expect.origin("pytorch_variant")
+    return None
+
+
+def attribute(result: CheckResult, expect: Expectations) -> CheckResult:
+    """``result`` with ``expected_from`` set: where its expected value came from (``None`` when nothing was)."""
+    if result.expected is None or result.expected_from is not None:
+        return result
+    key = EXPECTATION_OF.get(result.id)
+    origin: str | None
+    if result.id == "framework.pytorch" or (result.id == "framework.jax" and result.expected == "jax"):
+        origin = _framework_origin(result.id, expect)
+    elif key is not None:
+        origin = expect.origin(key) or ("default" if key == "pcie_bandwidth_min_ratio" else None)
+    else:
+        origin = FIXED_FROM.get(result.id)
+    return dataclasses.replace(result, expected_from=origin)
+
+
+def evaluate(
+    facts: HostFacts,
+    expect: Expectations,
+    torch_probe: TorchProbe | None,
+    jax_probe: JaxProbe | None,
+    *,
+    load_required: bool = False,
+) -> list[CheckResult]:
+    """Every check of one host (one result per id of :data:`CHECK_IDS`, in that order), each saying where its
+    expected value came from. The suite reports these; a PyTorch check that an earlier one decided (PyTorch
+    missing, no GPU, CUDA unavailable) is a skip that says which."""
+    found: dict[str, CheckResult] = {}
+    for result in (
+        check_host_memory(facts, expect),
+        check_root_disk(facts, expect),
+        check_gpu_count(facts, expect),
+        check_gpu_visible(facts),
+        check_gpu_model(facts, expect),
+        check_gpu_memory(facts, expect),
+        check_pcie_width(facts, expect),
+        check_pcie_gen_probed(facts, expect, torch_probe, load_required),
+        check_driver_loaded(facts),
+        check_driver_branch(facts, expect),
+        check_driver_flavor(facts, expect),
+        check_driver_cuda(facts, expect),
+        *check_pytorch(facts, expect, torch_probe),
+        check_jax(expect, jax_probe, len(facts.visible_gpus)),
+    ):
+        found[result.id] = attribute(result, expect)
+    results = []
+    for check_id in CHECK_IDS:
+        if check_id in found:
+            results.append(found[check_id])
+            continue
+        deciding = ("framework.pytorch", "framework.pytorch.devices")
+        decided = [r for r in found.values() if r.id in deciding and r.status in ("fail", "skip")]
+        why = decided[-1].message if decided else "not applicable"
+        results.append(CheckResult(check_id, "skip", None, None, f"cannot run: {why}"))
+    return results
+
+
 def summarize(results: Sequence[CheckResult]) -> bool:
-    """A host passes when no check failed (warnings and skips do not fail it)."""
+    """No check failed (warnings and skips do not fail a host; :class:`~dlsetup.verify.report.HostReport` also
+    asks that at least one check ran)."""
     return not any(r.status == "fail" for r in results)

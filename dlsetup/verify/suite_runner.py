@@ -1,7 +1,8 @@
 """The one place that runs the pytest-testinfra verification suite (:mod:`dlsetup.verify.suite`).
 
-Facts and expectations are handed to the suite in a context file; the suite writes one record per check to a report
-file, which becomes the :class:`~dlsetup.verify.report.VerifyReport`. JUnit XML comes from pytest itself.
+Facts and expectations (with where each came from) are handed to the suite in a context file; the suite reads the
+record of the last provision on the host itself, and writes the per-host report (verdict, counts, every check) to a
+report file, which becomes the :class:`~dlsetup.verify.report.VerifyReport`. JUnit XML comes from pytest itself.
 """
 
 from __future__ import annotations
@@ -44,7 +45,12 @@ def run_suite(
     context = {
         "load": load,
         "hosts": {
-            n: {"facts": facts[n].to_dict(), "expect": expectations[n].to_dict(), "venv": (venvs or {}).get(n)}
+            n: {
+                "facts": facts[n].to_dict(),
+                "expect": expectations[n].to_dict(),
+                "expect_from": {k: v for k, v in expectations[n].origins.items() if k in expectations[n].to_dict()},
+                "venv": (venvs or {}).get(n),
+            }
             for n in names
         },
     }

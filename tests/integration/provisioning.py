@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from dlsetup import commands
 
 
-def changed_on_rerun(inventory: Path, host: str, tags: Sequence[str]) -> tuple[int, dict[str, int]]:
+def changed_on_rerun(
+    inventory: Path, host: str, tags: Sequence[str], source_flags: Mapping[str, str | None] | None = None
+) -> tuple[int, dict[str, int]]:
     """Run the same provision again through dlsetup's own API and return (failures, changed per host), read from
-    the runner's stats; the tasks that changed are printed (pytest shows them when an assertion fails)."""
+    the runner's stats; the tasks that changed are printed (pytest shows them when an assertion fails). The
+    sources are the inventory's (``dlsetup_wheelhouse`` ...) and ``source_flags`` (as ``--pytorch-index`` ...)."""
     targets = commands.load_targets([host], inventory)
     gathered = commands.gather_facts(targets)
     commands.require_reachable(gathered)
-    plans, errors = commands.plan_hosts(gathered, commands.pins_for(targets, []))
+    sources = commands.sources_for(targets, commands.parse_source_flags(source_flags))
+    plans, errors = commands.plan_hosts(gathered, commands.pins_for(targets, []), sources)
     assert not errors, errors
     outcome = commands.provision(
         targets, plans, commands.expectations_for(targets, []), check=False, diff=False, tags=list(tags),

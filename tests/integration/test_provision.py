@@ -32,17 +32,19 @@ WHEELHOUSE = "/opt/dlsetup-wheelhouse"
 
 @pytest.fixture(scope="module")
 def wheelhouse() -> Path:
-    """A real CPU PyTorch wheel (shipped on this kind of machine) plus its requirements from PyPI."""
+    """A real CPU PyTorch wheel (shipped on this kind of machine) and JAX (the plan's CPU JAX: jax, jaxlib), with
+    their requirements from the machine's package index."""
     torch = next((d / TORCH_WHEEL for d in WHEEL_DIRS if (d / TORCH_WHEEL).exists()), None)
     if torch is None:
         pytest.skip(f"{TORCH_WHEEL} is not on this machine: no CPU PyTorch wheel for the laptop host")
-    dest = h.cache_dir() / "wheelhouse-torch-2.13.0-cpu-cp311"
+    dest = h.cache_dir() / "wheelhouse-torch-2.13.0-cpu-jaxcpu-cp311"
     marker = dest / ".complete"
     if not marker.exists():
         dest.mkdir(parents=True, exist_ok=True)
         subprocess.run(
             [sys.executable, "-m", "pip", "download", "-q", "--dest", str(dest), "--only-binary=:all:",
-             "--python-version", "3.11", "--platform", "manylinux_2_28_x86_64", str(torch)],
+             "--python-version", "3.11", "--platform", "manylinux_2_28_x86_64", "--platform", "manylinux_2_27_x86_64",
+             str(torch), "jax[cpu]"],
             check=True,
         )  # fmt: skip
         marker.touch()
@@ -69,14 +71,21 @@ def fleet(harness, wheelhouse, tmp_path_factory):
                 "xps13": {
                     **laptop_vars,
                     "dlsetup_pins": {"pytorch_version": "2.13.0"},
-                    "dl_stack_wheelhouse": WHEELHOUSE,
-                    "dlsetup_expect": {"gpu_count": 0, "framework": "pytorch"},
+                    "dlsetup_wheelhouse": WHEELHOUSE,
+                    "dlsetup_expect": {"gpu_count": 0, "framework": "pytorch,jax"},
                 },
                 "rig": {
                     **rig_vars,
                     # NVIDIA's repository is not reachable from the test network: Debian's own driver
                     "dlsetup_pins": {"driver_source": "distribution"},
-                    "dlsetup_expect": {"gpu_count": 2, "gpu_model": "GTX 1080 Ti", "pcie_width_min": 16},
+                    # the fake nvidia-smi replays a capture of driver 410.78, not the R550 package installed here:
+                    # the branch the record implies (550) is overridden by the one the fake reports
+                    "dlsetup_expect": {
+                        "gpu_count": 2,
+                        "gpu_model": "GTX 1080 Ti",
+                        "pcie_width_min": 16,
+                        "driver_branch": "410",
+                    },
                 },
             },
         )
@@ -111,6 +120,7 @@ def test_cpu_only_laptop(fleet, tmp_path, monkeypatch):
     checks = {c["id"]: c for c in json.loads(verify.stdout)["hosts"]["xps13"]["checks"]}
     assert checks["framework.pytorch"]["status"] == "pass"
     assert checks["framework.pytorch"]["actual"] == "2.13.0+cpu"
+    assert checks["framework.jax"]["status"] == "pass"  # the plan's CPU JAX, in the same venv
     assert checks["gpu.count"]["status"] == "pass"
 
 
@@ -140,6 +150,12 @@ def test_gpu_rig_gets_debians_driver(fleet, tmp_path, monkeypatch):
     assert changed == {"rig": 0}
     verify = dlsetup("verify", "-i", str(inventory), "rig", "--format", "json", state_dir=tmp_path)
     assert verify.returncode == 0, verify.stdout + verify.stderr
+    report = json.loads(verify.stdout)["hosts"]["rig"]
+    checks = {c["id"]: c for c in report["checks"]}
+    # the run had --tags without cuda and dl_stack: the record says so, and verify expects no toolkit or framework
+    assert state["roles"] == ["hw_facts", "base", "nvidia_driver", "laptop"]
+    assert checks["driver.flavor"]["status"] == "pass" and checks["driver.flavor"]["expected_from"] == "plan record"
+    assert checks["framework.pytorch"]["status"] == "skip"
 
 
 def test_bad_input_changes_nothing(fleet, tmp_path):

@@ -292,12 +292,65 @@ def test_a_pci_gpu_the_driver_does_not_list(run_module, tmp_path):
 def test_gpus_on_pci_and_in_nvidia_smi_disagree(run_module):
     # The H100 capture (bus 00:09.0) against the H200 VM's PCI tree (bus 00:06.0): each side is reported.
     facts = facts_of(run_module("h200-vm", "h100-590"))
-    (gpu,) = facts["gpus"]
+    gpu, listed = facts["gpus"]
     assert (gpu["pci_bus_id"], gpu["visible_to_driver"], gpu["index"]) == ("0000:00:06.0", False, None)
+    # the GPU only nvidia-smi lists is reported too, with where it was seen
+    assert (listed["pci_bus_id"], listed["source"], listed["index"]) == ("0000:00:09.0", "nvidia-smi", 0)
+    assert listed["name"] == "NVIDIA H100 80GB HBM3" and listed["pci_id"] == "10de:2330"
     assert facts["driver"]["version"] == "590.48.01"
     assert len(facts["warnings"]) == 2
     assert "GPU 0000:00:06.0 (10de:2335) is on PCI but not visible" in facts["warnings"][0]
     assert facts["warnings"][1].startswith("nvidia-smi lists GPU 0000:00:09.0 (NVIDIA H100 80GB HBM3, 10de:2330)")
+
+
+def test_wsl2(run_module, tmp_path):
+    # WSL2 (tests/fixtures/wsl/SOURCE.md): a WSL2 kernel, /dev/dxg, only Microsoft's render device on PCI; the fake
+    # nvidia-smi replays the H200 capture, so the GPU comes from nvidia-smi alone
+    tree = REPO / "tests" / "fixtures" / "wsl" / "wsl2"
+    facts = facts_of(
+        run_module(
+            tree / "sysfs",
+            "h200",
+            proc_root=tree / "proc",
+            dev_root=tree / "dev",
+            wsl_lib_dir=tree / "usr" / "lib" / "wsl" / "lib",
+        )
+    )
+    assert facts["os"]["kernel"] == "5.4.72-microsoft-standard-WSL2"
+    # the module reads the real container markers: on a test machine that is a container, that comes first
+    in_container = any(os.path.exists(marker) for marker in textfiles.DEFAULT_CONTAINER_MARKERS)
+    assert facts["machine"]["virtualization"] == ("container" if in_container else "wsl2")
+    evidence = facts["machine"]["virtualization_evidence"]
+    assert evidence[-3:] == [
+        "kernel 5.4.72-microsoft-standard-WSL2 is a WSL2 kernel",
+        "/dev/dxg is present (WSL2's paravirtualized GPU device)",
+        "/usr/lib/wsl/lib is present (the Windows driver's libraries)",
+    ]
+    (gpu,) = facts["gpus"]
+    assert (gpu["source"], gpu["pci_bus_id"], gpu["pci_id"], gpu["kernel_driver"]) == (
+        "nvidia-smi",
+        "0000:00:06.0",
+        "10de:2335",
+        None,
+    )
+    assert facts["driver"]["version"] == "580.159.04" and facts["driver"]["kernel_module"] is None
+    assert facts["warnings"] == []
+
+
+def test_nvidia_smi_is_found_in_the_wsl_library_directory(run_module, tmp_path):
+    # sudo's secure_path leaves /usr/lib/wsl/lib off PATH: the module looks there itself. No nvidia-smi is on PATH
+    # here (no scenario); the library directory holds one that replays the H200 capture.
+    tree = REPO / "tests" / "fixtures" / "wsl" / "wsl2"
+    lib = tmp_path / "wsl-lib"
+    lib.mkdir()
+    smi = lib / "nvidia-smi"
+    smi.write_text(
+        f'#!/bin/sh\nDLSETUP_FAKE_SMI_DIR="{SCENARIOS / "h200"}" exec "{sys.executable}" "{FAKE_NVIDIA_SMI}" "$@"\n'
+    )
+    smi.chmod(0o755)
+    facts = facts_of(run_module(tree / "sysfs", None, proc_root=tree / "proc", dev_root=tree / "dev", wsl_lib_dir=lib))
+    assert [(g["source"], g["name"]) for g in facts["gpus"]] == [("nvidia-smi", "NVIDIA H200")]
+    assert facts["driver"]["error"] is None
 
 
 def test_the_role_runs_the_module(tmp_path):
@@ -354,7 +407,14 @@ def test_module_documentation_is_valid():
         check=True,
     )
     doc = json.loads(out.stdout)["dlsetup_hw_facts"]
-    assert set(doc["doc"]["options"]) == {"sysfs_root", "nvidia_proc_dir", "pci_ids_path"}
+    assert set(doc["doc"]["options"]) == {
+        "sysfs_root",
+        "nvidia_proc_dir",
+        "pci_ids_path",
+        "proc_root",
+        "dev_root",
+        "wsl_lib_dir",
+    }
     assert doc["doc"]["options"]["sysfs_root"]["default"] == "/sys"
     assert "dlsetup_hw" in doc["return"]["ansible_facts"]["contains"]
     assert doc["examples"]

@@ -112,11 +112,13 @@ DEB12_NVIDIA = {
     "cuda_source": "nvidia",
     "cuda_version": "12.8",
     "cuda_packages": ["cuda-toolkit-12-8", "cudnn9-cuda-12", "libnccl2", "libnccl-dev"],
+    "cuda_cudnn_version": "9.10.2",
     "dl_stack_enabled": False,
     "dl_stack_torch_version": None,
     "dl_stack_jax_extra": None,
     "laptop_enabled": False,
-    "dlsetup_nvidia_repo_url": REPO_URL.format(directory="debian12"),
+    "nvidia_driver_repo_url": REPO_URL.format(directory="debian12"),
+    "cuda_repo_url": REPO_URL.format(directory="debian12"),
     **_patterns("debian"),
     "nvidia_driver_other_flavor_packages": load_compat_data().package_patterns("debian").other_flavor("open"),
 }
@@ -135,7 +137,8 @@ UBUNTU_NOBLE = {
     "laptop_profile": "xps15-optimus",
     "laptop_prime_mode": "on-demand",
     "laptop_mem_sleep_default": None,
-    "dlsetup_nvidia_repo_url": REPO_URL.format(directory="ubuntu2404"),
+    "nvidia_driver_repo_url": REPO_URL.format(directory="ubuntu2404"),
+    "cuda_repo_url": REPO_URL.format(directory="ubuntu2404"),
     **_patterns("ubuntu"),
 }
 # Facts that make this machine look like a VM with a kernel of its own (so the kernel module, nouveau,
@@ -290,7 +293,7 @@ def check_runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, R
         # source nvidia without a repository URL: the role refuses with a clear message
         "no-repo-url": (
             PLAYBOOKS / "driver.yml",
-            {**DEB12_NVIDIA, "dlsetup_nvidia_repo_url": ""},
+            {**DEB12_NVIDIA, "nvidia_driver_repo_url": ""},
             {},
             None,
             "role::nvidia_driver",
@@ -409,7 +412,9 @@ def test_debian_distribution_cuda_and_frameworks(check_runs: dict[str, Run]) -> 
     torch = run.one("Install the planned PyTorch build", "dl_stack")["res"]["invocation"]["module_args"]
     assert torch["name"] == ["torch==2.7.1"] and torch["virtualenv"] == "/opt/dlsetup/venv"
     other = run.one("Install JAX and the other requirements", "dl_stack")["res"]["invocation"]["module_args"]
-    assert other["name"] == ["jax[cuda12]"] and other["virtualenv"] == "/opt/dlsetup/venv"
+    # torch named again so that JAX's CUDA libraries must fit the installed torch's pins
+    assert other["name"] == ["jax[cuda12]", "torch==2.7.1"]
+    assert other["virtualenv"] == "/opt/dlsetup/venv"
 
 
 def test_nvidia_repository_with_a_pinned_key(check_runs: dict[str, Run]) -> None:
@@ -439,6 +444,9 @@ def test_nvidia_repository_with_a_pinned_key(check_runs: dict[str, Run]) -> None
     assert sorted(run.planned_packages("Install the CUDA toolkit, cuDNN and NCCL", "base")) == sorted(
         DEB12_NVIDIA["cuda_packages"]
     )
+    # the planned cuDNN is kept: NVIDIA's repository carries newer ones that may drop older GPUs
+    cudnn_pin = run.after("Keep cuDNN at the planned version (apt preferences)", "cuda")
+    assert "Package: cudnn* libcudnn*\nPin: version 9.10.2*\nPin-Priority: 1001\n" in cudnn_pin
     profile = run.after("Put the CUDA toolkit on PATH and LD_LIBRARY_PATH for login shells", "cuda")
     assert 'PATH="/usr/local/cuda-12.8/bin${PATH:+:${PATH}}"' in profile
     assert "/usr/local/cuda-12.8/lib64" in profile
@@ -471,10 +479,10 @@ def test_nvidia_source_without_repository_url_fails_clearly(check_runs: dict[str
     run = check_runs["no-repo-url"]
     assert run.status == "failed"
     failed = [e for e in run.events if e["event"] == "runner_on_failed"]
-    assert [e["task"] for e in failed] == ["Check that NVIDIA's repository URL is set"]
+    assert [e["task"] for e in failed] == ["Check that NVIDIA's repository address is set"]
     message = failed[0]["res"]["msg"]
-    assert message.startswith("set dlsetup_nvidia_repo_url (NVIDIA's CUDA repository base for this OS")
-    assert "/compute/cuda/repos/debian12/x86_64" in message
+    assert message.startswith("nvidia_driver_repo_url is empty: the plan installs from NVIDIA's CUDA repository")
+    assert "--nvidia-repo" in message
 
 
 # ---------------------------------------------------------------------------------------------------------------

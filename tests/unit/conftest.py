@@ -33,7 +33,7 @@ from dlsetup.config.targets import TargetSet
 from dlsetup.facts.hwparse import collector
 from dlsetup.facts.model import HostFacts
 from dlsetup.run import runner
-from dlsetup.run.runner import HostStats, RunResult
+from dlsetup.run.runner import FailedTask, HostStats, RunResult
 from dlsetup.verify import suite_runner
 from dlsetup.verify.report import VerifyReport
 
@@ -165,6 +165,8 @@ class FakeRunner:
     site_results: dict[str, list[tuple[str, str, dict[str, Any]]]] = field(default_factory=dict)
     site_failed_tasks: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
     site_unreachable: dict[str, str] = field(default_factory=dict)
+    # preflight.yml: host → the one-line failure of its source check (hosts not named pass)
+    preflight_failed: dict[str, str] = field(default_factory=dict)
     # runner events site.yml sends to on_event while it runs (the CLI's live progress lines)
     site_events: list[dict[str, Any]] = field(default_factory=list)
     calls: list[PlaybookCall] = field(default_factory=list)
@@ -173,11 +175,17 @@ class FakeRunner:
     def playbooks(self) -> list[str]:
         return [c.playbook for c in self.calls]
 
+    def call(self, playbook: str) -> PlaybookCall:
+        """The first call of ``playbook``."""
+        return next(c for c in self.calls if c.playbook == playbook)
+
     def __call__(self, playbook: str, targets: TargetSet, **kwargs: Any) -> RunResult:
         run_dir = self.work / f"run{len(self.calls)}-{kwargs.get('kind', 'run')}"
         run_dir.mkdir(parents=True)
         if playbook == "facts.yml":
             result = self._facts_run(targets, run_dir)
+        elif playbook == "preflight.yml":
+            result = self._preflight_run(targets, run_dir)
         elif playbook == "site.yml":
             result = self._site_run(targets, run_dir, kwargs.get("on_event"))
         else:
@@ -223,6 +231,17 @@ class FakeRunner:
             result.stats[name] = HostStats(ok=len(tasks))
         return result
 
+    def _preflight_run(self, targets: TargetSet, run_dir: Path) -> RunResult:
+        failed = {n: m for n, m in self.preflight_failed.items() if n in targets.names}
+        result = RunResult(status="failed" if failed else "successful", rc=2 if failed else 0, run_dir=run_dir)
+        for name in targets.names:
+            if name in failed:
+                result.failed_tasks[name] = [FailedTask("Check that the plan's sources are reachable", failed[name])]
+                result.stats[name] = HostStats(ok=1, failures=1)
+            else:
+                result.stats[name] = HostStats(ok=2)
+        return result
+
     def _site_run(self, targets: TargetSet, run_dir: Path, on_event: Any) -> RunResult:
         for event in self.site_events:
             if on_event is not None:
@@ -231,7 +250,9 @@ class FakeRunner:
         for name in targets.names:
             result.stats[name] = self.site_stats.get(name, HostStats(ok=42, changed=7))
         result.results = copy.deepcopy(self.site_results)
-        result.failed_tasks = copy.deepcopy(self.site_failed_tasks)
+        result.failed_tasks = {
+            host: [FailedTask(*t) for t in tasks] for host, tasks in copy.deepcopy(self.site_failed_tasks).items()
+        }
         result.unreachable = dict(self.site_unreachable)
         return result
 

@@ -197,6 +197,7 @@ def test_memory_below_minimum():
 # torch 2.11.0+cu130 on the H200, as captured (torch-pcie-bandwidth.json)
 H200_PROBE = {
     "torch": "2.11.0+cu130",
+    "cuda_build": "13.0",  # the capture's "cuda": torch.version.cuda
     "cuda_available": True,
     "arch_list": ["sm_75", "sm_80", "sm_86", "sm_90", "sm_100", "sm_120"],
     "devices": [
@@ -218,9 +219,12 @@ def torch(probe: dict[str, Any]) -> TorchProbe:
 
 
 def test_pytorch_on_h200_passes():
-    results = {r.id: r for r in checks.check_pytorch(H200, Expectations(framework="pytorch"), torch(H200_PROBE))}
+    exp = Expectations(framework="pytorch", pytorch_version="2.11.0", pytorch_variant="cu130")
+    results = {r.id: r for r in checks.check_pytorch(H200, exp, torch(H200_PROBE))}
     assert {k: v.status for k, v in results.items()} == {
         "framework.pytorch": "pass",
+        "framework.pytorch.version": "pass",
+        "framework.pytorch.variant": "pass",
         "framework.pytorch.devices": "pass",
         "framework.pytorch.arch": "pass",
         "framework.pytorch.matmul": "pass",
@@ -268,3 +272,39 @@ def test_jax():
 def test_summarize():
     assert checks.summarize([checks.CheckResult("a", "warn", None, None, "")])
     assert not checks.summarize([checks.CheckResult("a", "fail", None, None, "")])
+
+
+def test_pytorch_version_and_variant_mismatches():
+    probe = torch(H200_PROBE)  # 2.11.0+cu130, torch.version.cuda 13.0
+    found = {
+        r.id: r
+        for r in checks.check_pytorch(H200, Expectations(pytorch_version="2.11", pytorch_variant="cu126"), probe)
+    }
+    assert found["framework.pytorch"].status == "pass"  # a PyTorch build expected: PyTorch is
+    assert found["framework.pytorch.version"].status == "pass"  # 2.11 matches any 2.11.x
+    variant = found["framework.pytorch.variant"]
+    assert (variant.status, variant.expected, variant.actual) == ("fail", "cu126", "cu130")
+    older = {r.id: r for r in checks.check_pytorch(H200, Expectations(pytorch_version="2.10.0"), probe)}
+    assert (
+        older["framework.pytorch.version"].status == "fail"
+        and "expected 2.10.0" in older["framework.pytorch.version"].message
+    )
+    # a wheel without a local label (PyPI's): the variant comes from torch.version.cuda
+    pypi = torch({**H200_PROBE, "torch": "2.11.0"})
+    assert checks.torch_variant(pypi) == "cu130"
+    assert checks.torch_variant(torch({**H200_PROBE, "torch": "2.11.0", "cuda_build": None})) == "cpu"
+    # a label that torch.version.cuda contradicts is not the wheel it claims to be
+    odd = torch({**H200_PROBE, "cuda_build": "12.6"})
+    bad = {r.id: r for r in checks.check_pytorch(H200, Expectations(pytorch_variant="cu130"), odd)}
+    assert bad["framework.pytorch.variant"].status == "fail"
+
+
+def test_expected_from_names_the_origin():
+    exp = Expectations(gpu_count=1, driver_branch="580", origins={"gpu_count": "PCI", "driver_branch": "--expect"})
+    found = {r.id: r for r in checks.evaluate(H200, exp, torch(H200_PROBE), None)}
+    assert found["gpu.count"].expected_from == "PCI"
+    assert found["driver.branch"].expected_from == "--expect"
+    assert found["gpu.visible"].expected_from == "PCI"
+    assert found["framework.pytorch.bandwidth"].expected_from == "default"
+    assert found["driver.flavor"].expected_from is None  # nothing expected
+    assert found["framework.pytorch"].expected is None and found["framework.pytorch"].expected_from is None

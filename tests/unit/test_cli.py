@@ -21,6 +21,7 @@ from dlsetup.facts.record import HostRecord
 from dlsetup.plan.request import request_from_facts
 from dlsetup.plan.resolve import resolve_stack
 from dlsetup.run.runner import HostStats
+from dlsetup.verify.report import VerifyReport
 
 if TYPE_CHECKING:  # fixtures' types; conftest.py is not importable as a module
     from conftest import FakeRunner, Invoke, StubVerify
@@ -259,7 +260,9 @@ def test_verify_passes(cli: Invoke, fake_runner: FakeRunner, stub_verify: StubVe
     stub_verify.hosts["localhost"] = report_entry(("gpu.count", "pass", "2 NVIDIA GPU(s)"))
     result = cli("verify", "localhost", "--expect", "gpu_count=2", "--format", "json")
     assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout) == {"hosts": {"localhost": stub_verify.hosts["localhost"]}}
+    expected = VerifyReport.from_dict({"hosts": {"localhost": stub_verify.hosts["localhost"]}}).to_dict()
+    assert json.loads(result.stdout) == expected
+    assert expected["hosts"]["localhost"]["verdict"] == "passed"
     (call,) = stub_verify.calls
     assert call["facts"] == {"localhost": host_facts("2x1080ti")}
     assert call["expectations"]["localhost"].to_dict() == {"gpu_count": 2}
@@ -520,10 +523,10 @@ def test_plan_of_an_unreachable_host_exits_3(cli: Invoke, fake_runner: FakeRunne
 # provision (site.yml is the fake runner; the final verify is stubbed)
 
 
-def expected_host_vars(facts: dict[str, Any]) -> dict[str, Any]:
+def expected_host_vars(facts: dict[str, Any], roles: tuple[str, ...] = ()) -> dict[str, Any]:
     typed = HostFacts.from_dict(facts)
     plan = resolve_stack(request_from_facts(typed, {}))
-    record = HostRecord.of(typed, plan.to_dict()).to_dict()
+    record = HostRecord.of(typed, plan.to_dict(), roles).to_dict()
     return {**plan.to_extravars(), "dlsetup_plan": plan.to_dict(), "dlsetup_state": record}
 
 
@@ -533,10 +536,13 @@ def test_provision_check_mode(cli: Invoke, fake_runner: FakeRunner, stub_verify:
     fake_runner.site_stats["localhost"] = HostStats(ok=51, changed=9)
     result = cli("provision", "localhost", "--check", "--diff", "--tags", "role::base")
     assert result.exit_code == 0, result.output
+    # role::base uses none of the plan's sources: no preflight
     assert fake_runner.playbooks == ["facts.yml", "site.yml"]
-    site = fake_runner.calls[1]
+    site = fake_runner.call("site.yml")
     assert site.hosts == ["localhost"]
-    assert site.kwargs["host_extravars"] == {"localhost": expected_host_vars(facts)}
+    # the record says which roles ran: verify expects only what they applied
+    assert site.kwargs["host_extravars"] == {"localhost": expected_host_vars(facts, ("base",))}
+    assert site.kwargs["host_extravars"]["localhost"]["dlsetup_state"]["roles"] == ["base"]
     assert site.kwargs["host_extravars"]["localhost"]["nvidia_driver_flavor"] == "proprietary"
     assert site.kwargs["check"] is True
     assert site.kwargs["diff"] is True
@@ -661,8 +667,8 @@ def test_provision_applies_then_verifies(
     result = cli("provision", "localhost", "--yes", "--expect", "gpu_count=1")
     assert result.exit_code == 0, result.output
     # facts, the run, then facts again for the verification (the driver may answer only now)
-    assert fake_runner.playbooks == ["facts.yml", "site.yml", "facts.yml"]
-    site = fake_runner.calls[1]
+    assert fake_runner.playbooks == ["facts.yml", "preflight.yml", "site.yml", "facts.yml"]
+    site = fake_runner.call("site.yml")
     assert site.kwargs["check"] is False
     assert site.kwargs["kind"] == "provision"
     (call,) = stub_verify.calls
@@ -679,7 +685,7 @@ def test_provision_does_not_pass_a_host_it_could_not_verify(
     fake_runner.unreachable_after_site[UNREACHABLE] = SSH_FAILURE
     stub_verify.hosts["localhost"] = report_entry(("gpu.count", "pass", "1 NVIDIA GPU(s)"))
     result = cli("provision", "localhost", UNREACHABLE, "--yes")
-    assert fake_runner.playbooks == ["facts.yml", "site.yml", "facts.yml"]
+    assert fake_runner.playbooks == ["facts.yml", "preflight.yml", "site.yml", "facts.yml"]
     assert list(stub_verify.calls[0]["facts"]) == ["localhost"]
     assert result.exit_code == 6, result.output
     assert f"{UNREACHABLE}: FAILED" in result.stdout
@@ -730,7 +736,7 @@ def test_provision_no_verify(cli: Invoke, fake_runner: FakeRunner, stub_verify: 
     fake_runner.facts["localhost"] = host_facts("h200")
     result = cli("provision", "localhost", "--yes", "--no-verify")
     assert result.exit_code == 0, result.output
-    assert fake_runner.playbooks == ["facts.yml", "site.yml"]
+    assert fake_runner.playbooks == ["facts.yml", "preflight.yml", "site.yml"]
     assert stub_verify.calls == []
 
 
@@ -817,12 +823,110 @@ def test_real_facts_localhost(cli: Invoke, state_dir: Path) -> None:
 
 @no_gpu_here
 def test_real_verify_localhost(cli: Invoke) -> None:
+    """This machine has no NVIDIA GPU, no record of a provision and no expectation: nothing can be checked, which
+    is not a pass."""
     result = cli("verify", "localhost", "--format", "json")
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 6, result.output
     entry = json.loads(result.stdout)["hosts"]["localhost"]
-    assert entry["passed"] is True
+    assert entry["passed"] is False and entry["verdict"] == "nothing_checked"
+    assert entry["counts"]["ran"] == 0 and "no NVIDIA GPU on PCI" in entry["reason"]
     checks = {c["id"]: c for c in entry["checks"]}
     assert checks["gpu.count"]["status"] == "skip"
     assert checks["gpu.count"]["message"].startswith("no NVIDIA GPU")
     assert checks["driver.loaded"]["status"] == "skip"
     assert all(c["status"] != "fail" for c in entry["checks"])
+
+
+# preflight: the plan's sources are checked from the host before anything is changed
+
+
+def test_provision_preflight_gets_the_plans_sources(
+    cli: Invoke, fake_runner: FakeRunner, stub_verify: StubVerify, host_facts
+) -> None:
+    fake_runner.facts["localhost"] = host_facts("h200")
+    stub_verify.hosts["localhost"] = report_entry(("gpu.count", "pass", "1 NVIDIA GPU(s)"))
+    result = cli(
+        "provision", "localhost", "--yes", "--nvidia-repo", "http://mirror.example:8080/nv",
+        "--nvidia-repo-key", "0123456789abcdef0123456789ABCDEF01234567", "--pytorch-index", "http://mirror.example/whl",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    checks = fake_runner.call("preflight.yml").kwargs["host_extravars"]["localhost"]["dlsetup_preflight"]
+    site = fake_runner.call("site.yml").kwargs["host_extravars"]["localhost"]
+    repo = checks["apt_repository"]
+    assert repo["url"] == "http://mirror.example:8080/nv/compute/cuda/repos/ubuntu2404/x86_64/"
+    assert repo["key_url"] == repo["url"] + "3bf863cc.pub"
+    assert repo["fingerprint"] == "0123456789ABCDEF0123456789ABCDEF01234567"
+    # every package the run takes from the repository is checked there: on Ubuntu the driver is Ubuntu's own
+    assert site["nvidia_driver_source"] == "distribution" and site["cuda_source"] == "nvidia"
+    assert repo["packages"] == site["cuda_packages"]
+    (torch,) = [i for i in checks["indexes"] if i["project"] == "torch"]
+    assert torch == {
+        "url": site["dl_stack_torch_index_url"],
+        "project": "torch",
+        "version": site["dl_stack_torch_version"],
+    }
+    assert torch["url"].startswith("http://mirror.example/whl/cu")
+
+
+def test_provision_refused_by_the_preflight_changes_nothing(
+    cli: Invoke, fake_runner: FakeRunner, stub_verify: StubVerify, host_facts
+) -> None:
+    fake_runner.facts["localhost"] = host_facts("h200")
+    fake_runner.preflight_failed["localhost"] = (
+        "http://10.0.0.1:9/compute/cuda/repos/ubuntu2404/x86_64/3bf863cc.pub: "
+        "cannot connect ([Errno 111] Connection refused)"
+    )
+    result = cli("provision", "localhost", "--yes")
+    assert result.exit_code == 8
+    assert fake_runner.playbooks == ["facts.yml", "preflight.yml"]  # site.yml never ran
+    message, hint = result.stderr.strip().splitlines()
+    assert message == (
+        "error: host localhost: http://10.0.0.1:9/compute/cuda/repos/ubuntu2404/x86_64/3bf863cc.pub: cannot connect "
+        "([Errno 111] Connection refused); nothing was changed"
+    )
+    assert hint.startswith("hint: give a reachable mirror with --nvidia-repo")
+    assert stub_verify.calls == []
+
+
+def test_provision_with_tags_checks_only_the_sources_of_those_roles(
+    cli: Invoke, fake_runner: FakeRunner, stub_verify: StubVerify, host_facts
+) -> None:
+    fake_runner.facts["localhost"] = host_facts("h200")
+    result = cli("provision", "localhost", "--check", "--tags", "role::dl_stack")
+    assert result.exit_code == 0, result.output
+    checks = fake_runner.call("preflight.yml").kwargs["host_extravars"]["localhost"]["dlsetup_preflight"]
+    assert checks["apt_repository"] == {} and [i["project"] for i in checks["indexes"]] == ["torch", "jax"]
+
+
+def test_a_role_variable_the_plan_sets_is_refused_in_the_inventory(
+    cli: Invoke, fake_runner: FakeRunner, tmp_path: Path
+) -> None:
+    inventory = tmp_path / "hosts.yml"
+    inventory.write_text(
+        "all:\n  hosts:\n    rig1:\n      ansible_host: 192.0.2.10\n      dl_stack_torch_index_url: http://m/whl/cu126\n"
+    )
+    result = cli("provision", "-i", str(inventory), "rig1", "--yes")
+    assert result.exit_code == 2
+    assert fake_runner.playbooks == []
+    assert result.stderr.strip().splitlines()[0] == (
+        "error: host rig1: dl_stack_torch_index_url is set by dlsetup's plan and would override the inventory's "
+        "value; set dlsetup_pytorch_index (or --pytorch-index) instead: the plan derives the role variable from it"
+    )
+
+
+def test_an_unknown_tag_is_refused_before_anything_runs(cli: Invoke, fake_runner: FakeRunner) -> None:
+    result = cli("provision", "localhost", "--check", "--tags", "role::base,role::drivers")
+    assert result.exit_code == 2
+    assert fake_runner.playbooks == []
+    assert result.stderr.startswith("error: unknown tag 'role::drivers' for --tags; known: role::hw_facts, role::base,")
+
+
+def test_an_unwritable_output_path_is_refused_before_anything_runs(
+    cli: Invoke, fake_runner: FakeRunner, tmp_path: Path
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory\n")
+    result = cli("provision", "localhost", "--check", "--junit-xml", str(blocker / "reports" / "verify.xml"))
+    assert result.exit_code == 2
+    assert fake_runner.playbooks == []
+    assert result.stderr.startswith(f"error: --junit-xml: {blocker}/reports cannot be written (nearest existing: ")

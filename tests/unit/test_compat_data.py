@@ -3,6 +3,7 @@ formed, and a data file that breaks any of this is refused at load."""
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 from collections.abc import Callable, Iterator
@@ -87,17 +88,19 @@ def test_package_names_are_many_and_include_the_documented_ones() -> None:
         "cudnn9-cuda-13",
         "libnccl2",
         "nvidia-cuda-toolkit",
-        "cuda-keyring",
     } <= names
 
 
 def test_urls_are_only_wheel_indexes() -> None:
-    """No package-archive host anywhere in the data: NVIDIA's repository is a path, its host user config."""
-    text = "\n".join((DATA_DIR / f"{name}.yaml").read_text() for name in DATA_FILES)
+    """The only addresses in the data are the public defaults their owners document: NVIDIA's CUDA repository
+    and PyTorch's wheel index. The distribution's archive and the general package index come from the host's own
+    apt sources and pip configuration, so no such address is written here."""
+    text = "\n".join(data_file(DATA_DIR, name).read_text() for name in DATA_FILES)
     hosts = set(re.findall(r"[a-z]+://([^/\s\"']+)", text))
-    assert hosts == {"download.pytorch.org", "pypi.org"}
-    repo = load_compat_data().nvidia_repository.path_template
-    assert repo.startswith("compute/cuda/repos/") and "://" not in repo
+    assert hosts == {"download.pytorch.org", "developer.download.nvidia.com"}
+    repo = load_compat_data().nvidia_repository
+    assert repo.path_template.startswith("compute/cuda/repos/") and "://" not in repo.path_template
+    assert repo.base_url == "https://developer.download.nvidia.com"
 
 
 def test_last_branches_and_cuda_ranges_agree() -> None:
@@ -136,8 +139,19 @@ def test_every_supported_architecture_has_a_complete_stack() -> None:
 # --- bad data is refused -----------------------------------------------------------------------------------------
 
 
+def data_file(folder: Path, name: str) -> Path:
+    """A data file as shipped: YAML, or JSON for generated data (the GPU catalogue)."""
+    generated = folder / f"{name}.json"
+    return generated if generated.exists() else folder / f"{name}.yaml"
+
+
 def _edit(folder: Path, name: str, change: Callable[[dict[str, Any]], None]) -> None:
-    path = folder / f"{name}.yaml"
+    path = data_file(folder, name)
+    if path.suffix == ".json":
+        loaded = json.loads(path.read_text())
+        change(loaded)
+        path.write_text(json.dumps(loaded))
+        return
     loaded = yaml.safe_load(path.read_text())
     change(loaded)
     path.write_text(yaml.safe_dump(loaded, sort_keys=False))

@@ -68,3 +68,42 @@ def test_bad_flags(flag):
 def test_absent_means_unchecked():
     assert parse_expectations(None, where="x") == Expectations()
     assert Expectations().to_dict() == {}
+
+
+def test_framework_takes_both_and_the_pytorch_build():
+    exp = parse_expectations(
+        {"framework": "JAX, pytorch", "pytorch_version": "2.11.0", "pytorch_variant": "CU130"}, where="host rig"
+    )
+    assert (exp.framework, exp.pytorch_version, exp.pytorch_variant) == ("pytorch,jax", "2.11.0", "cu130")
+    assert exp.wants("pytorch") and exp.wants("jax")
+    # a PyTorch build expected means PyTorch is expected, whatever framework says
+    assert Expectations(pytorch_variant="cpu").wants("pytorch")
+    assert not Expectations(framework="none").wants("pytorch")
+    assert not Expectations(framework="pytorch").wants("jax")
+
+
+@pytest.mark.parametrize(
+    ("raw", "needle"),
+    [
+        ({"framework": "none,pytorch"}, "framework must be one of"),
+        ({"pytorch_version": "latest"}, "pytorch_version must look like 2.11.0"),
+        ({"pytorch_variant": "cuda13"}, "pytorch_variant must be a wheel variant"),
+    ],
+)
+def test_bad_framework_values(raw, needle):
+    with pytest.raises(ConfigError, match=needle):
+        parse_expectations(raw, where="host rig")
+
+
+def test_each_value_says_where_it_came_from():
+    flags = parse_expect_flags(["gpu_count=1"])
+    exp = merge({"gpu_count": 2, "gpu_model": "1080"}, flags, host="rig")
+    assert exp.origins == {"gpu_count": "--expect", "gpu_model": "inventory"}
+    assert (exp.origin("gpu_count"), exp.origin("gpu_model"), exp.origin("driver_branch")) == (
+        "--expect",
+        "inventory",
+        None,
+    )
+    # where the values came from is not part of what is expected
+    assert "origins" not in exp.to_dict() and exp == Expectations(gpu_count=1, gpu_model="1080")
+    assert parse_expectations({"gpu_count": 2}, where="x", origin="--expect").origins == {"gpu_count": "--expect"}

@@ -145,6 +145,8 @@ def _broken(change) -> dict[str, Any]:
         (lambda d: d["disks"][0].update(holds="/"), "disks[0].holds"),
         (lambda d: d["disks"][0].update(name=None), "disks[0].name"),
         (lambda d: d["machine"].update(virtualization="kvm"), "machine.virtualization"),
+        (lambda d: d["machine"].update(virtualization_evidence="/dev/dxg"), "machine.virtualization_evidence"),
+        (lambda d: d["gpus"][0].update(source="sysfs"), "gpus[0].source"),
         (lambda d: d["driver"].update(kernel_module="closed"), "driver.kernel_module"),
         (lambda d: d["driver"].update(loaded="yes"), "driver.loaded"),
         (lambda d: d["driver"].update(cuda_version="13"), "driver.cuda_version"),

@@ -25,7 +25,7 @@ REQUIRED = (
     "dlsetup/_data/docs/sources.md",
     "dlsetup/_data/docs/schemas/facts.schema.json",
     "dlsetup/facts/hwparse/collector.py",
-    "dlsetup/plan/data/gpus.yaml",
+    "dlsetup/plan/data/gpus.json",
     "dlsetup/plan/data/systems.yaml",
     "dlsetup/verify/suite/conftest.py",
     "dlsetup/verify/suite/pytest.ini",

@@ -215,7 +215,13 @@ def test_done_rtx5090_on_debian12_open_from_nvidia_with_reason() -> None:
     assert "pin driver_source" not in why["driver.source"]  # Debian's archive has nothing for Blackwell
     assert plan.secure_boot.mok_enrollment == "if_secure_boot"
     assert plan.nvidia_repository is not None
-    assert plan.nvidia_repository.path == "compute/cuda/repos/debian12/x86_64/"
+    assert plan.nvidia_repository.url == "https://developer.download.nvidia.com/compute/cuda/repos/debian12/x86_64/"
+    assert plan.nvidia_repository.key_url.endswith("/debian12/x86_64/3bf863cc.pub")
+    assert plan.nvidia_repository.key_fingerprint == "EB693B3035CD5710E231E123A4B469963BF863CC"
+    # what the preflight checks the repository offers: the driver and CUDA packages, not Debian's kernel headers
+    offered = plan.nvidia_repository.packages
+    assert "nvidia-open" in offered and "linux-headers-amd64" not in offered
+    assert set(plan.cuda.packages) <= set(offered) and set(plan.nccl.packages) <= set(offered)
 
 
 def test_done_kepler_gets_a_clear_no_and_no_r580() -> None:
@@ -318,15 +324,18 @@ def test_end_of_life_in_the_future_falls_back_with_a_warning() -> None:
 
 
 def test_uncatalogued_gpu_from_codename_is_planned_with_a_warning() -> None:
-    plan = plan_for("ubuntu-24.04", ["TU104 [GeForce RTX 2070 SUPER]"])
+    # an engineering sample: pci.ids names it, NVIDIA's data does not list it
+    plan = plan_for("ubuntu-24.04", ["TU102 [GeForce RTX 2080 Ti Engineering Sample]"])
     assert plan.gpus[0].identified_by == "pci_ids" and plan.gpus[0].architecture == "Turing"
-    assert any("not in dlsetup's catalogue" in w and "TU104" in w for w in plan.warnings)
+    assert plan.gpus[0].compute_capability == "7.5"  # every Turing chip is 7.5 (architectures.yaml, chips)
+    assert any("not in dlsetup's catalogue" in w and "TU102" in w for w in plan.warnings)
 
 
 def test_codename_with_two_compute_capabilities_serves_both() -> None:
-    plan = plan_for("ubuntu-24.04", ["GA102 [GeForce RTX 3080]"])
+    # GB110 (B300) is Blackwell, but dlsetup's data gives no compute capability for that chip
+    plan = plan_for("ubuntu-24.04", ["GB110 [B300 SXM6 AC]"])
     assert plan.gpus[0].compute_capability is None
-    assert plan.pytorch.variant == "cu130"  # has sm_80 and sm_86
+    assert plan.pytorch.variant == "cu130"  # has sm_100 and sm_120
 
 
 def test_unknown_gpu_names_the_id() -> None:
@@ -414,13 +423,15 @@ def test_facts_cloud_kernel_flavour() -> None:
 
 
 def test_facts_uncatalogued_id_uses_reported_cc_then_codename() -> None:
-    by_cc = host_facts("ubuntu", "24.04", [gpu_fact("10de:1e84", "NVIDIA GeForce RTX 2070 SUPER", "7.5")])
+    # 10de:1e2e: an RTX 2080 Ti engineering sample pci.ids lists and NVIDIA's data does not
+    by_cc = host_facts("ubuntu", "24.04", [gpu_fact("10de:1e2e", "NVIDIA GeForce RTX 2080 Ti", "7.5")])
     plan = resolve_stack(request_from_facts(by_cc, None, as_of=AS_OF))
     assert plan.gpus[0].identified_by == "compute_capability" and plan.driver.flavor == "open"
-    by_name = host_facts("ubuntu", "24.04", [gpu_fact("10de:1e84", pci_name="TU104 [GeForce RTX 2070 SUPER]")])
+    pci_name = "TU102 [GeForce RTX 2080 Ti Engineering Sample]"
+    by_name = host_facts("ubuntu", "24.04", [gpu_fact("10de:1e2e", pci_name=pci_name)])
     plan = resolve_stack(request_from_facts(by_name, None, as_of=AS_OF))
-    assert plan.gpus[0].identified_by == "pci_ids" and plan.gpus[0].name == "GeForce RTX 2070 SUPER"
-    assert any("TU104" in w for w in plan.warnings)
+    assert plan.gpus[0].identified_by == "pci_ids" and plan.gpus[0].name == "GeForce RTX 2080 Ti Engineering Sample"
+    assert any("TU102" in w for w in plan.warnings)
 
 
 def test_facts_unknown_id_without_codename_is_reported() -> None:
@@ -477,6 +488,7 @@ PLAN_KEYS = {
     "secure_boot",
     "nvidia_repository",
     "reasons",
+    "wheelhouse",
     "warnings",
 }
 EXTRAVARS = {
@@ -488,15 +500,25 @@ EXTRAVARS = {
     "nvidia_driver_pin_packages",
     "nvidia_driver_other_flavor_packages",
     "nvidia_driver_branch_named_packages",
+    "nvidia_driver_version",
     "cuda_enabled",
     "cuda_source",
     "cuda_version",
     "cuda_packages",
+    "cuda_cudnn_version",
     "dl_stack_enabled",
     "dl_stack_torch_version",
     "dl_stack_torch_index_url",
     "laptop_profile",
     "dl_stack_jax_extra",
+    "dl_stack_torch_variant",
+    "dl_stack_expected_gpus",
+    "dl_stack_index_url",
+    "dl_stack_wheelhouse",
+    "nvidia_driver_repo_url",
+    "nvidia_driver_repo_key_file",
+    "nvidia_driver_repo_key_fingerprint",
+    "cuda_repo_url",
     "laptop_enabled",
     "laptop_prime_mode",
     "laptop_mem_sleep_default",
@@ -515,7 +537,7 @@ def test_plan_json_shape() -> None:
     assert set(plan["cuda"]) >= {"version", "source", "packages"}
     assert set(plan["cudnn"]) >= {"version", "packages"} and set(plan["nccl"]) >= {"version", "packages"}
     assert set(plan["pytorch"]) >= {"version", "variant", "index_url"}
-    assert set(plan["jax"]) == {"extra"} and set(plan["laptop"]) == {"prime", "mem_sleep_default"}
+    assert set(plan["jax"]) == {"extra", "index_url"} and set(plan["laptop"]) == {"prime", "mem_sleep_default"}
     assert set(plan["secure_boot"]) == {"signed_modules", "mok_enrollment", "note"}
     assert plan["secure_boot"]["mok_enrollment"] in ("if_secure_boot", "no")
     assert all(set(r) == {"topic", "text", "source"} for r in plan["reasons"])
@@ -529,8 +551,12 @@ def test_extravars_match_the_role_variable_table() -> None:
     assert extravars["nvidia_driver_enabled"] is True
     assert extravars["nvidia_driver_branch"] == "580" and extravars["nvidia_driver_source"] == "nvidia"
     assert extravars["cuda_packages"] == ["cuda-toolkit-13-0", "cudnn9-cuda-13", "libnccl2", "libnccl-dev"]
+    # the planned cuDNN is kept (the one PyTorch's CUDA 13 wheels pin); a pre-Turing rig keeps 9.10.2
+    assert extravars["cuda_cudnn_version"] == "9.24.0"
+    assert plan_for("debian-12", ["GTX 1080 Ti"]).to_extravars()["cuda_cudnn_version"] == "9.10.2"
     assert extravars["dl_stack_torch_index_url"] == "https://download.pytorch.org/whl/cu130"
-    assert extravars["dl_stack_jax_extra"] == "cuda13"
+    assert extravars["dl_stack_jax_extra"] == "cuda13" and extravars["dl_stack_torch_variant"] == "cu130"
+    assert extravars["dl_stack_expected_gpus"] == 1
     assert extravars["laptop_enabled"] is False
     assert extravars["dlsetup_plan"] == plan.to_dict()
 
@@ -542,7 +568,10 @@ def test_extravars_of_a_cpu_only_laptop_are_explicit() -> None:
     assert extravars["nvidia_driver_enabled"] is False and "nvidia_driver_branch" not in extravars
     assert extravars["cuda_enabled"] is False and "cuda_packages" not in extravars
     assert extravars["laptop_profile"] == "xps13-9370" and extravars["laptop_mem_sleep_default"] == "deep"
-    assert extravars["laptop_prime_mode"] == "" and extravars["dl_stack_jax_extra"] == ""
+    assert extravars["laptop_prime_mode"] == ""
+    # the plan's CPU JAX is installed too (plain jax), and there is no GPU for the smoke test to count
+    assert extravars["dl_stack_jax_extra"] == "cpu" and extravars["dl_stack_torch_variant"] == "cpu"
+    assert extravars["dl_stack_expected_gpus"] == 0
     assert None not in [v for k, v in extravars.items() if k != "dlsetup_plan"]
 
 
@@ -562,14 +591,16 @@ def test_no_package_archive_host_in_any_plan() -> None:
             continue
         text = json.dumps(plan_for(os_name, gpus, machine, pins).to_dict())
         urls = {u.split("/")[2] for u in text.split('"') if u.startswith("https://")}
-        assert urls <= {"download.pytorch.org", "pypi.org"}, urls
+        # the public defaults only: NVIDIA's CUDA repository and PyTorch's index; the distribution's archive and the
+        # general package index are the host's own configuration
+        assert urls <= {"download.pytorch.org", "developer.download.nvidia.com"}, urls
 
 
 def test_render_shows_choices_reasons_and_warnings() -> None:
     console = Console(record=True, width=200)
     render_plan(console, plan_for("ubuntu-24.04", ["GTX 1080 Ti", "GTX 1080 Ti"]))
     text = console.export_text()
-    assert "2x GeForce GTX 1080 Ti [10de:1b06]" in text
+    assert "2x NVIDIA GeForce GTX 1080 Ti [10de:1b06]" in text
     assert "R580 proprietary from distribution" in text
     assert "torch==2.14.0 (cu126)" in text
     assert "why" in text and "driver.flavor:" in text

@@ -16,6 +16,10 @@ from typing import Any
 
 import pytest
 import yaml
+from jinja2 import Environment
+
+from dlsetup.plan.request import request_offline
+from dlsetup.plan.resolve import resolve_stack
 
 REPO = Path(__file__).resolve().parents[2]
 ROLES_DIR = REPO / "roles"
@@ -244,17 +248,47 @@ def test_every_role_is_in_site_yml_with_its_tag() -> None:
 
 
 def test_no_repository_host_is_written_into_roles_or_playbooks() -> None:
-    # NVIDIA's host comes from the user (dlsetup_nvidia_repo_url); Debian mirrors from the host's own sources.
-    forbidden = re.compile(r"nvidia\.com|deb\.debian\.org|archive\.ubuntu\.com|security\.debian\.org")
+    # The distribution's mirrors come from the host's own sources; NVIDIA's public repository is written only as
+    # the two roles' documented default address (dlsetup passes the plan's address, a mirror included).
+    distro = re.compile(r"deb\.debian\.org|archive\.ubuntu\.com|security\.debian\.org|security\.ubuntu\.com")
+    nvidia_defaults = {
+        ROLES_DIR / f"{role}/{name}" for role in ("nvidia_driver", "cuda") for name in REPO_DEFAULT_FILES
+    }
     files = [p for role in ROLES for p in (ROLES_DIR / role).rglob("*") if p.is_file() and p.suffix != ".pyc"]
     assert len(files) > 50
     for path in [*files, *_playbooks()]:
-        assert not forbidden.search(path.read_text()), path
+        text = path.read_text()
+        assert not distro.search(text), path
+        if path not in nvidia_defaults:
+            assert "nvidia.com" not in text, path
 
 
-def test_repo_url_has_no_default_host_and_the_key_is_pinned() -> None:
+REPO_DEFAULT_FILES = ("defaults/main.yml", "meta/argument_specs.yml")
+
+
+@pytest.mark.parametrize(
+    ("facts", "url"),
+    [
+        ({"ansible_distribution": "Debian", "ansible_distribution_version": "12.8",
+          "ansible_distribution_major_version": "12", "ansible_architecture": "x86_64"},
+         "https://developer.download.nvidia.com/compute/cuda/repos/debian12/x86_64/"),
+        ({"ansible_distribution": "Ubuntu", "ansible_distribution_version": "24.04",
+          "ansible_distribution_major_version": "24", "ansible_architecture": "aarch64"},
+         "https://developer.download.nvidia.com/compute/cuda/repos/ubuntu2404/sbsa/"),
+    ],
+)  # fmt: skip
+def test_repo_url_defaults_to_nvidias_public_repository_as_the_plan_does(facts: dict[str, str], url: str) -> None:
+    """Used on its own, a role reaches the address the plan would give (docs/sources.md)."""
+    for role, var in (("nvidia_driver", "nvidia_driver_repo_url"), ("cuda", "cuda_repo_url")):
+        template = _load(ROLES_DIR / f"{role}/defaults/main.yml")[var]
+        assert Environment().from_string(template).render(**facts) + "/" == url
+    if facts["ansible_architecture"] == "x86_64":  # the planner plans x86_64 hosts
+        plan = resolve_stack(request_offline("debian-12", ["RTX 5090"]))
+        assert plan.nvidia_repository is not None and plan.nvidia_repository.url == url
+
+
+def test_the_key_is_pinned_and_never_added_by_script() -> None:
     defaults = _load(ROLES_DIR / "nvidia_driver/defaults/main.yml")
-    assert defaults["nvidia_driver_repo_url"] == "{{ dlsetup_nvidia_repo_url | default('') }}"
     assert defaults["nvidia_driver_repo_key_fingerprint"] == "EB693B3035CD5710E231E123A4B469963BF863CC"
     for where, task in TASKS:
         action = _action(task)

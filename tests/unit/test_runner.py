@@ -1,10 +1,18 @@
-"""The runner boundary's own logic: inventory listing (real ansible-inventory), stats and run directories."""
+"""The runner boundary's own logic: inventory listing (real ansible-inventory), stats, run directories, and the
+one-line cause of a failed task (from real captured results)."""
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
 
 import pytest
+from rich.console import Console
 
 from dlsetup.config.targets import resolve_targets
 from dlsetup.errors import ConfigError
 from dlsetup.run import runner
+from dlsetup.ui.run import Progress, render_run_summary
 
 
 def test_valid_inventory_is_listed(tmp_path):
@@ -74,3 +82,176 @@ def test_become_password_goes_to_the_prompt_not_to_disk(tmp_path, monkeypatch):
     assert written and not any(b"s3cret-pw" in data for data in written)
     runner.run_playbook("site.yml", resolve_targets(["localhost"]), kind="provision")
     assert seen["passwords"] is None and seen["cmdline"] is None
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The cause of a failed task, from real results: tests/fixtures/run/*.json are runner_on_failed payloads captured
+# from ansible-runner on localhost (tests/fixtures/run/capture.py and capture.yml say how).
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "run"
+REFUSED = "the index was unreachable: Failed to establish a new connection: [Errno 111] Connection refused"
+
+
+def _fixture(name: str) -> dict[str, Any]:
+    payload: dict[str, Any] = json.loads((FIXTURES / f"{name}.json").read_text())
+    assert payload["event"] == "runner_on_failed" and payload["task"] == name
+    return payload
+
+
+@pytest.mark.parametrize(
+    ("name", "cause"),
+    [
+        # ansible.builtin.pip has pip's output in msg only ("stdout: Looking in indexes: ...\n:stderr: ...")
+        ("pip-index-refused", f"ERROR: No matching distribution found for torch==2.7.1 ({REFUSED})"),
+        ("pip-wheelhouse-no-match", "ERROR: No matching distribution found for jax[cuda12]"),
+        ("command-pip-index-refused", f"ERROR: No matching distribution found for torch==2.7.1 ({REFUSED})"),
+        # pip's "[notice]" lines come after its error
+        ("command-pip-notice-after-error", "ERROR: No matching distribution found for dlsetup-no-such-package"),
+        ("command-apt-get-missing-package", "E: Unable to locate package dlsetup-no-such-package"),
+        # a traceback: the exception, not its frames
+        ("command-python-traceback", "ModuleNotFoundError: No module named 'torch'"),
+        # nothing on stderr: stdout's last line, not Ansible's "non-zero return code"
+        ("shell-stdout-only", "torch sees 1 GPU, the plan has 2"),
+        # a module's own message
+        ("apt-missing-package-check-mode", "No package matching 'dlsetup-no-such-package' is available"),
+    ],
+)
+def test_a_failed_task_shows_its_real_cause(name: str, cause: str) -> None:
+    payload = _fixture(name)
+    line = runner.failure_line(payload["res"])
+    assert line == cause
+    assert "\n" not in line
+    assert not line.startswith(("Looking in", "stdout:", "non-zero return code"))
+
+
+def test_the_captured_pip_failure_starts_with_the_line_that_used_to_be_shown() -> None:
+    """The issue's case: pip's first line says nothing; the cause is at the end of its stderr."""
+    msg = _fixture("pip-index-refused")["res"]["msg"]
+    assert msg.splitlines()[0] == "stdout: Looking in indexes: http://127.0.0.1:9/simple"
+    assert "Connection refused" in msg and "No matching distribution found for torch==2.7.1" in msg
+
+
+@pytest.mark.parametrize(
+    ("res", "cause"),
+    [
+        # no error line: the last line that is not pip's notice
+        (
+            {"stderr": "oops: disk full\n\n[notice] A new release of pip is available: 23.0.1 -> 26.2\n"},
+            "oops: disk full",
+        ),
+        # warnings on stderr, the failure on stdout
+        (
+            {
+                "msg": "non-zero return code",
+                "rc": 2,
+                "stderr": "WARNING: Running pip as the 'root' user",
+                "stdout": "a\nb fails",
+            },
+            "b fails",
+        ),
+        # only a warning was printed: better than Ansible's generic message
+        (
+            {"msg": "non-zero return code", "rc": 1, "stderr": "W: Some index files failed to download"},
+            "W: Some index files failed to download",
+        ),
+        # nothing printed at all: the message and the exit status
+        ({"msg": "non-zero return code", "rc": 3, "stdout": "", "stderr": ""}, "non-zero return code (rc 3)"),
+        # assert/fail: the message's headline
+        ({"msg": "dl_stack needs Debian 12/13\nmore text", "failed": True}, "dl_stack needs Debian 12/13"),
+        # a module's message that quotes a command's output
+        (
+            {"msg": "'/usr/bin/apt-get -y install x' failed: E: Unable to correct problems\nE: held broken packages"},
+            "E: held broken packages",
+        ),
+        # a module that crashed: the exception at the end of module_stderr
+        (
+            {
+                "msg": "MODULE FAILURE\nSee stdout/stderr for the exact error",
+                "module_stderr": 'Traceback (most recent call last):\n  File "x.py", line 1\nImportError: no apt\n',
+                "module_stdout": "",
+                "rc": 1,
+            },
+            "ImportError: no apt",
+        ),
+        ({}, "failed"),
+    ],
+)
+def test_cause_rules(res: dict[str, Any], cause: str) -> None:
+    assert runner.failure_line(res) == cause
+
+
+def test_a_long_cause_is_cut() -> None:
+    line = runner.failure_line({"stderr": "ERROR: " + "x" * 1000})
+    assert len(line) == 400 and line.endswith("…")
+
+
+def _event(payload: dict[str, Any], **data: Any) -> dict[str, Any]:
+    return {
+        "event": payload["event"],
+        "uuid": "0f6546a2-690c-4674-a855-665f80730b82",
+        "counter": 11,
+        "runner_ident": "65a87b54",
+        "event_data": {
+            "host": "rig-1",
+            "task": payload["task"],
+            "task_action": payload["task_action"],
+            "res": payload["res"],
+            **data,
+        },
+    }
+
+
+def test_failed_tasks_carry_the_cause_and_where_the_whole_output_is(tmp_path: Path) -> None:
+    result = runner.RunResult(status="failed", rc=2, run_dir=tmp_path)
+    payload = _fixture("pip-index-refused")
+    runner._collect(result, _event(payload))
+    runner._collect(result, _event(_fixture("shell-stdout-only"), ignore_errors=True))
+    [failed] = result.failed_tasks["rig-1"]
+    assert failed.task == "pip-index-refused" and failed.action == "ansible.builtin.pip"
+    assert failed.message == f"ERROR: No matching distribution found for torch==2.7.1 ({REFUSED})"
+    assert failed.details == tmp_path / "artifacts/65a87b54/job_events/11-0f6546a2-690c-4674-a855-665f80730b82.json"
+    assert failed[1] == failed.message  # facts/gather.py reads failed[0][1]
+
+    console = Console(record=True, width=400)
+    render_run_summary(console, result)
+    text = console.export_text()
+    assert "rig-1 failed at 'pip-index-refused': ERROR: No matching distribution found for torch==2.7.1" in text
+    assert f"whole output: {failed.details}" in text
+    assert "Looking in indexes" not in text
+
+
+def test_progress_shows_the_cause() -> None:
+    console = Console(record=True, width=400)
+    Progress(console)(_event(_fixture("command-python-traceback")))
+    assert "rig-1: command-python-traceback: ModuleNotFoundError: No module named 'torch'" in console.export_text()
+
+
+def test_a_real_failed_run_points_at_an_event_file_with_the_whole_output(tmp_path, monkeypatch):
+    """run_playbook against localhost with a task that fails: the event file named in the result exists and
+    holds every line the one-line cause left out."""
+    monkeypatch.setenv("DLSETUP_STATE_DIR", str(tmp_path / "state"))
+    playbook = tmp_path / "fail.yml"
+    playbook.write_text(
+        "- hosts: all\n  gather_facts: false\n  tasks:\n    - name: Fail like pip\n"
+        "      ansible.builtin.shell: 'echo Looking in indexes: nowhere; echo ERROR: no luck >&2; exit 1'\n"
+        "      changed_when: false\n"
+    )
+    monkeypatch.setattr(runner.paths, "playbook", lambda name: playbook)
+    result = runner.run_playbook("fail.yml", resolve_targets(["localhost"]), kind="test")
+    assert result.status == "failed" and result.stats["localhost"].failures == 1
+    [failed] = result.failed_tasks["localhost"]
+    assert failed.message == "ERROR: no luck"
+    assert failed.details is not None and failed.details.is_relative_to(result.run_dir)
+    whole = json.loads(failed.details.read_text())
+    assert whole["event_data"]["res"]["stdout"] == "Looking in indexes: nowhere"
+
+
+def test_reading_an_inventory_leaves_nothing_in_the_temp_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """ansible-runner makes ``.ansible-runner-*`` in the temp dir for a call without a private data dir."""
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    inventory = tmp_path / "hosts.yml"
+    inventory.write_text("all:\n  hosts:\n    h1:\n      ansible_host: 192.0.2.1\n")
+    assert "h1" in runner.list_inventory(inventory)["_meta"]["hostvars"]
+    assert list(temp.iterdir()) == []

@@ -2,8 +2,9 @@
 
 :func:`collect` never writes anything; the only command it runs is one ``nvidia-smi --query-gpu`` call (two when an
 old nvidia-smi rejects the field list), through the ``run_command`` callable it is given. GPUs come from PCI and are
-enriched from nvidia-smi by bus id. The contract it produces is in ``docs/architecture.md`` and
-``docs/schemas/facts.schema.json``.
+enriched from nvidia-smi by bus id; a GPU nvidia-smi lists on a bus id PCI does not show (WSL2, whose GPUs come
+through /dev/dxg; a container without /sys/bus/pci) is reported too, with ``"source": "nvidia-smi"``. The contract it
+produces is in ``docs/architecture.md`` and ``docs/schemas/facts.schema.json``.
 
 Stdlib-only, Python 3.8-compatible (shipped as Ansible module_utils; see the package docstring).
 """
@@ -36,6 +37,7 @@ from .textfiles import (
     DEFAULT_CONTAINER_MARKERS,
     DEFAULT_OS_RELEASE_PATHS,
     DEFAULT_PCI_IDS_PATHS,
+    DEFAULT_WSL_LIB_DIR,
     clean_dmi_value,
     detect_virtualization,
     lookup_pci_names,
@@ -45,6 +47,7 @@ from .textfiles import (
     parse_nvidia_proc_version,
     parse_os_release,
     read_pci_ids,
+    wsl2_evidence,
 )
 
 # run_command(argv) -> (rc, stdout, stderr); AnsibleModule.run_command has this shape.
@@ -102,6 +105,45 @@ def _gpu_entry(
     }
 
 
+def _smi_only_entry(bus: str, row: Mapping[str, Optional[str]], pci_name: Optional[str]) -> Dict[str, Any]:
+    """A GPU nvidia-smi lists but PCI does not show: everything comes from nvidia-smi (no class, no kernel driver,
+    no sysfs link values), and ``source`` says so."""
+    return {
+        "index": parse_int(row.get("index")),
+        "pci_bus_id": bus,
+        "pci_id": parse_pci_device_id(row.get("pci.device_id")),
+        "subsystem_id": None,  # not in the query: sysfs gives it for GPUs on PCI
+        "pci_class": None,
+        "name": smi_value(row.get("name")),
+        "pci_name": pci_name,
+        "memory_mib": parse_int(row.get("memory.total")),
+        "compute_capability": smi_value(row.get("compute_cap")),
+        "persistence_mode": parse_persistence_mode(row.get("persistence_mode")),
+        "kernel_driver": None,
+        "visible_to_driver": True,
+        "pcie": _pcie({}, row),
+        "source": "nvidia-smi",
+    }
+
+
+def _virtualization(
+    container_markers: Sequence[str],
+    wsl2: List[str],
+    vendor: Optional[str],
+    product: Optional[str],
+    cpu_hypervisor: bool,
+    hypervisor_type: Optional[str],
+) -> Tuple[Optional[str], List[str]]:
+    """The machine's virtualization and what shows it (for containers and WSL2)."""
+    markers = [marker for marker in container_markers if os.path.exists(marker)]
+    if markers:
+        # a container on WSL2 is still a container (no kernel of its own); the WSL2 signs are part of its evidence
+        return "container", ["%s is present" % marker for marker in markers] + wsl2
+    if wsl2:
+        return "wsl2", wsl2
+    return detect_virtualization(False, vendor, product, cpu_hypervisor, hypervisor_type), []
+
+
 def _query_nvidia_smi(
     run_command: RunCommand, nvidia_smi: str, driver_version: Optional[str]
 ) -> Tuple[int, str, Sequence[str]]:
@@ -126,12 +168,16 @@ def collect(
     os_release_paths: Sequence[str] = DEFAULT_OS_RELEASE_PATHS,
     container_markers: Sequence[str] = DEFAULT_CONTAINER_MARKERS,
     cuda_driver_version: CudaVersionReader = read_cuda_driver_version,
+    dev_root: str = "/dev",
+    wsl_lib_dir: str = DEFAULT_WSL_LIB_DIR,
 ) -> Dict[str, Any]:
     """Read the host and return the Facts JSON host object (``docs/architecture.md``).
 
     ``nvidia_smi_path`` is the nvidia-smi found on PATH (``None``: not installed). GPUs come from PCI
-    (``<sysfs_root>/bus/pci/devices``) and are enriched from nvidia-smi by bus id. Nothing fails for lack
-    of a GPU or a broken driver: that ends up in ``driver.error`` and ``warnings``.
+    (``<sysfs_root>/bus/pci/devices``) and are enriched from nvidia-smi by bus id; GPUs only nvidia-smi lists
+    follow them with ``"source": "nvidia-smi"``. WSL2 is told by its kernel release (``<proc_root>/version``) and
+    ``<dev_root>/dxg``. Nothing fails for lack of a GPU or a broken driver: that ends up in ``driver.error`` and
+    ``warnings``.
     """
     warnings: List[str] = []
 
@@ -147,8 +193,15 @@ def collect(
     vendor = clean_dmi_value(read_value(os.path.join(dmi_dir, "sys_vendor")))
     product = clean_dmi_value(read_value(os.path.join(dmi_dir, "product_name")))
     cpu = parse_cpuinfo(read_text(os.path.join(proc_root, "cpuinfo")) or "")
-    virtualization = detect_virtualization(
-        any(os.path.exists(marker) for marker in container_markers),
+    wsl2 = wsl2_evidence(
+        kernel,
+        read_text(os.path.join(proc_root, "version")),
+        os.path.exists(os.path.join(dev_root, "dxg")),
+        os.path.isdir(wsl_lib_dir),
+    )
+    virtualization, evidence = _virtualization(
+        container_markers,
+        wsl2,
         vendor,
         product,
         bool(cpu["hypervisor"]),
@@ -204,8 +257,9 @@ def collect(
                 }
         else:
             error = classify_nvidia_smi_failure(rc, output, kernel_drivers, kernel_module)
-        if error is not None and pci_ok and not pci_gpus:
-            # No NVIDIA GPU on PCI: a failing nvidia-smi (typically "No devices were found") is expected.
+        if error is not None and pci_ok and not pci_gpus and not wsl2:
+            # No NVIDIA GPU on PCI: a failing nvidia-smi (typically "No devices were found") is expected. Not on
+            # WSL2, whose GPUs never are on PCI: there nvidia-smi is the only witness of the Windows driver.
             error = None
 
     by_bus: Dict[str, Dict[str, Optional[str]]] = {}
@@ -225,11 +279,22 @@ def collect(
                 "GPU %s (%s) is on PCI but not visible to the NVIDIA driver (nvidia-smi: %s)"
                 % (device["address"], pci_id, reason)
             )
+    smi_names: Dict[str, str] = {}
+    smi_ids = [i for i in (parse_pci_device_id(extra.get("pci.device_id")) for extra in by_bus.values()) if i]
+    if smi_ids:
+        pci_ids_text = read_pci_ids(pci_ids_paths)
+        if pci_ids_text is not None:
+            smi_names = lookup_pci_names(pci_ids_text, smi_ids)
     for bus, extra in sorted(by_bus.items()):
-        warnings.append(
-            "nvidia-smi lists GPU %s (%s, %s) that PCI does not show under %s"
-            % (bus, smi_value(extra.get("name")), parse_pci_device_id(extra.get("pci.device_id")), sysfs_root)
-        )
+        smi_pci_id = parse_pci_device_id(extra.get("pci.device_id"))
+        gpus.append(_smi_only_entry(bus, extra, smi_names.get(smi_pci_id) if smi_pci_id else None))
+        if not (virtualization == "wsl2" or (virtualization == "container" and not pci_gpus)):
+            # expected on WSL2 and in a container that sees no NVIDIA GPU on PCI (the facts say which); odd anywhere
+            # else, and beside GPUs that PCI does show
+            warnings.append(
+                "nvidia-smi lists GPU %s (%s, %s) that PCI does not show under %s"
+                % (bus, smi_value(extra.get("name")), smi_pci_id, sysfs_root)
+            )
 
     driver_version = next((row["driver_version"] for row in rows if row.get("driver_version")), None)
     if driver_version is None and proc is not None:
@@ -247,7 +312,7 @@ def collect(
 
     return {
         "os": os_facts(os_release, kernel),
-        "machine": {"vendor": vendor, "product": product, "virtualization": virtualization},
+        "machine": _machine(vendor, product, virtualization, evidence),
         "cpu": {"model": cpu["model"], "cores": cpu["cores"], "threads": cpu["threads"]},
         "memory_mib": memory_mib,
         "disks": disks,
@@ -261,3 +326,12 @@ def collect(
         },
         "warnings": warnings,
     }
+
+
+def _machine(
+    vendor: Optional[str], product: Optional[str], virtualization: Optional[str], evidence: List[str]
+) -> Dict[str, Any]:
+    machine: Dict[str, Any] = {"vendor": vendor, "product": product, "virtualization": virtualization}
+    if evidence:  # the key is there only when there is evidence to show (docs/architecture.md)
+        machine["virtualization_evidence"] = evidence
+    return machine

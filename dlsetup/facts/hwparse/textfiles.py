@@ -10,13 +10,18 @@ from __future__ import annotations
 
 import gzip
 import re
-from typing import Any, Dict, Iterable, Mapping, Optional, Sequence, Set, Tuple
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
 
 from .common import read_text
 
 DEFAULT_PCI_IDS_PATHS = ("/usr/share/misc/pci.ids", "/usr/share/hwdata/pci.ids")
 DEFAULT_OS_RELEASE_PATHS = ("/etc/os-release", "/usr/lib/os-release")
 DEFAULT_CONTAINER_MARKERS = ("/run/systemd/container", "/.dockerenv", "/run/.containerenv")
+# WSL2 (microsoft/WSL#4555, #9821): the kernel release carries "microsoft-standard" (5.x kernels add "-WSL2"), the
+# GPU is paravirtualized through /dev/dxg, and the Windows driver's Linux libraries (libcuda, nvidia-smi) are
+# mounted at /usr/lib/wsl/lib. WSL1's "4.4.0-19041-Microsoft" has no Linux kernel and no GPU support.
+DEFAULT_WSL_LIB_DIR = "/usr/lib/wsl/lib"
+_WSL2_KERNEL_RE = re.compile(r"microsoft-standard|wsl2", re.IGNORECASE)
 
 _PROC_VERSION_RE = re.compile(
     r"NVRM version:\s*NVIDIA UNIX\s+(?P<flavor>Open Kernel Module for \S+|\S+ Kernel Module)\s+"
@@ -156,6 +161,31 @@ def detect_virtualization(
     if cpu_hypervisor_flag or (hypervisor_type or "").strip():
         return "vm"
     return None
+
+
+def wsl2_evidence(
+    kernel_release: Optional[str],
+    proc_version: Optional[str],
+    dxg_present: bool,
+    wsl_lib_present: bool,
+) -> List[str]:
+    """Why this is WSL2, one line per sign (empty: not WSL2).
+
+    A WSL2 kernel (``5.15.153.1-microsoft-standard-WSL2``, ``4.19.67-microsoft-standard``) or ``/dev/dxg`` makes it
+    WSL2; ``/usr/lib/wsl/lib`` alone does not (a copied tree), but is reported beside them.
+    """
+    evidence: List[str] = []
+    if kernel_release and _WSL2_KERNEL_RE.search(kernel_release):
+        evidence.append("kernel %s is a WSL2 kernel" % kernel_release.strip())
+    elif proc_version and _WSL2_KERNEL_RE.search(proc_version):
+        evidence.append("/proc/version names a WSL2 kernel: %s" % proc_version.strip().split(" (")[0])
+    if dxg_present:
+        evidence.append("/dev/dxg is present (WSL2's paravirtualized GPU device)")
+    if not evidence:
+        return []
+    if wsl_lib_present:
+        evidence.append("/usr/lib/wsl/lib is present (the Windows driver's libraries)")
+    return evidence
 
 
 def lookup_pci_names(pci_ids_text: str, pci_ids: Iterable[str]) -> Dict[str, str]:

@@ -2,9 +2,14 @@
 
 Two ways in:
 * ``dlsetup verify`` sets ``DLSETUP_VERIFY_CONTEXT`` to a JSON file with each host's facts (already gathered)
-  and expectations (already validated), and ``DLSETUP_VERIFY_REPORT`` to where the check records go;
+  and expectations (already validated, with where each came from), and ``DLSETUP_VERIFY_REPORT`` to where the
+  report goes;
 * standalone ``pytest --pyargs dlsetup.verify.suite --hosts=ansible://GROUP --ansible-inventory=INV``: facts come
   from our module through testinfra's Ansible backend, expectations from the inventory's ``dlsetup_expect``.
+
+Either way the record of the last provision (``/etc/ansible/facts.d/dlsetup.fact``) is read on the host, and what
+nobody expected explicitly is expected by default from it and from PCI (:mod:`dlsetup.verify.defaults`). Every
+check of a host is evaluated once (:func:`dlsetup.verify.checks.evaluate`); each test reports one of them.
 """
 
 from __future__ import annotations
@@ -20,9 +25,13 @@ import pytest
 
 from dlsetup import paths
 from dlsetup.facts.model import HostFacts
+from dlsetup.facts.record import RECORD_PATH, HostRecord
+from dlsetup.verify import checks
 from dlsetup.verify.checks import CheckResult
-from dlsetup.verify.expect import Expectations, parse_expectations
+from dlsetup.verify.defaults import nothing_checked_reason, with_defaults
+from dlsetup.verify.expect import FROM_INVENTORY, FROM_RECORD, Expectations, parse_expectations
 from dlsetup.verify.probes import JAX_PROBE, TORCH_PROBE, JaxProbe, TorchProbe, failure, last_json_line
+from dlsetup.verify.report import HostReport, VerifyReport
 
 for _key, _value in paths.ansible_env().items():
     if _key.startswith("ANSIBLE_") and _key != "ANSIBLE_NOCOLOR":
@@ -33,7 +42,8 @@ _CONTEXT: dict[str, Any] = {}
 _CONTEXT_PATH = os.environ.get("DLSETUP_VERIFY_CONTEXT")
 if _CONTEXT_PATH:
     _CONTEXT = json.loads(Path(_CONTEXT_PATH).read_text())
-_RECORDS: dict[str, list[dict[str, Any]]] = {}
+_RECORDS: dict[str, list[CheckResult]] = {}
+_NOTHING_CHECKED: dict[str, str] = {}  # host → why nothing could be checked there (used when all checks skip)
 _CACHE: dict[tuple[str, str], Any] = {}
 
 
@@ -86,20 +96,65 @@ def hw_facts(host: Any, host_name: str) -> HostFacts:
 
 
 @pytest.fixture
-def expectations(host: Any, host_name: str) -> Expectations:
+def host_record(host: Any, host_name: str) -> HostRecord | None:
+    """The record of the last provision on the host (``None``: none, or not readable as one)."""
+    key = (host_name, "record")
+    if key not in _CACHE:
+        ctx = _context_host(host_name) or {}
+        if "record" in ctx:
+            _CACHE[key] = HostRecord.parse(ctx["record"]) if ctx["record"] is not None else None
+        else:
+            _CACHE[key] = _read_record(host)
+    record: HostRecord | None = _CACHE[key]
+    return record
+
+
+def _read_record(host: Any) -> HostRecord | None:
+    try:
+        state = host.file(RECORD_PATH)
+        if not state.exists:
+            return None
+        return HostRecord.parse(json.loads(state.content_string))
+    except Exception:  # unreadable, not JSON: no record (the next provision rewrites it)
+        return None
+
+
+@pytest.fixture
+def explicit_expectations(host: Any, host_name: str) -> Expectations:
+    """What the user expects: ``--expect`` and the inventory's ``dlsetup_expect``."""
     key = (host_name, "expect")
     if key not in _CACHE:
         ctx = _context_host(host_name)
-        raw = ctx.get("expect") if ctx is not None else _hostvars(host).get("dlsetup_expect")
-        _CACHE[key] = parse_expectations(raw, where=f"host {host_name}")
+        if ctx is not None:
+            origin = ctx.get("expect_from") or FROM_INVENTORY
+            _CACHE[key] = parse_expectations(ctx.get("expect"), where=f"host {host_name}", origin=origin)
+        else:
+            raw = _hostvars(host).get("dlsetup_expect")
+            _CACHE[key] = parse_expectations(raw, where=f"host {host_name}")
     result: Expectations = _CACHE[key]
     return result
 
 
-def _python(host: Any, host_name: str) -> str:
+@pytest.fixture
+def expectations(
+    host_name: str, hw_facts: HostFacts, host_record: HostRecord | None, explicit_expectations: Expectations
+) -> Expectations:
+    """The explicit expectations, completed with the defaults of PCI and the plan record."""
+    key = (host_name, "expect+defaults")
+    if key not in _CACHE:
+        _CACHE[key] = with_defaults(explicit_expectations, hw_facts, host_record)
+        _NOTHING_CHECKED[host_name] = nothing_checked_reason(hw_facts, host_record, explicit_expectations)
+    result: Expectations = _CACHE[key]
+    return result
+
+
+def _venv(host: Any, host_name: str) -> str:
     ctx = _context_host(host_name) or {}
-    venv = ctx.get("venv") or _hostvars(host).get("dl_stack_venv_path") or DEFAULT_VENV
-    candidate = f"{venv}/bin/python"
+    return str(ctx.get("venv") or _hostvars(host).get("dl_stack_venv_path") or DEFAULT_VENV)
+
+
+def _python(host: Any, host_name: str) -> str:
+    candidate = f"{_venv(host, host_name)}/bin/python"
     return candidate if host.file(candidate).exists else "python3"
 
 
@@ -111,10 +166,16 @@ def _run_probe(host: Any, host_name: str, script: str, *, load: bool = True) -> 
 
 
 @pytest.fixture
-def torch_probe(host: Any, host_name: str) -> TorchProbe:
+def torch_probe(host: Any, host_name: str, expectations: Expectations) -> TorchProbe:
     key = (host_name, "torch")
     if key not in _CACHE:
-        _CACHE[key] = TorchProbe.parse(_run_probe(host, host_name, TORCH_PROBE))
+        venv = _venv(host, host_name)
+        recorded = FROM_RECORD in (expectations.origin("framework"), expectations.origin("pytorch_version"))
+        if recorded and expectations.wants("pytorch") and not host.file(f"{venv}/bin/python").exists:
+            # the provision installs PyTorch there: another Python's torch would not be the one it installed
+            _CACHE[key] = TorchProbe(error=f"no Python at {venv}/bin/python, the venv the provision installs into")
+        else:
+            _CACHE[key] = TorchProbe.parse(_run_probe(host, host_name, TORCH_PROBE))
     probe: TorchProbe = _CACHE[key]
     return probe
 
@@ -134,14 +195,38 @@ def load_required() -> bool:
 
 
 @pytest.fixture
-def check(host_name: str, record_property: Callable[[str, Any], None]) -> Callable[[CheckResult], None]:
-    """Record a check result, then turn it into pytest's outcome (fail/skip, warn = pass + warning)."""
+def host_checks(
+    host_name: str,
+    hw_facts: HostFacts,
+    expectations: Expectations,
+    torch_probe: TorchProbe,
+    jax_probe: JaxProbe,
+    load_required: bool,
+) -> dict[str, CheckResult]:
+    """Every check of the host (:func:`dlsetup.verify.checks.evaluate`), by id; evaluated once per host."""
+    key = (host_name, "checks")
+    if key not in _CACHE:
+        results = checks.evaluate(hw_facts, expectations, torch_probe, jax_probe, load_required=load_required)
+        _CACHE[key] = {r.id: r for r in results}
+    found: dict[str, CheckResult] = _CACHE[key]
+    return found
 
-    def report(result: CheckResult) -> None:
-        _RECORDS.setdefault(host_name, []).append(result.to_dict())
+
+@pytest.fixture
+def check(
+    host_name: str, host_checks: dict[str, CheckResult], record_property: Callable[[str, Any], None]
+) -> Callable[[str], None]:
+    """Report the check ``check_id`` of this host, then turn it into pytest's outcome (fail/skip, warn = pass +
+    warning)."""
+
+    def report(check_id: str) -> None:
+        result = host_checks[check_id]
+        _RECORDS.setdefault(host_name, []).append(result)
         record_property("check_id", result.id)
         record_property("status", result.status)
-        message = f"{result.id}: {result.message} (expected {result.expected!r}, actual {result.actual!r})"
+        record_property("expected_from", result.expected_from or "")
+        expected = f"expected {result.expected!r}" + (f" from {result.expected_from}" if result.expected_from else "")
+        message = f"{result.id}: {result.message} ({expected}, actual {result.actual!r})"
         if result.status == "fail":
             pytest.fail(message, pytrace=False)
         elif result.status == "skip":
@@ -152,25 +237,16 @@ def check(host_name: str, record_property: Callable[[str, Any], None]) -> Callab
     return report
 
 
-# report order: what the machine is, then its GPUs, the driver, the frameworks
-_ORDER = ("host.", "gpu.", "driver.", "framework.")
-
-
-def _rank(record: dict[str, Any]) -> int:
-    return next((i for i, prefix in enumerate(_ORDER) if record["id"].startswith(prefix)), len(_ORDER))
+def _rank(result: CheckResult) -> int:
+    return checks.CHECK_IDS.index(result.id) if result.id in checks.CHECK_IDS else len(checks.CHECK_IDS)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     target = os.environ.get("DLSETUP_VERIFY_REPORT")
     if not target:
         return
-    report = {
-        "hosts": {
-            name: {
-                "passed": not any(r["status"] == "fail" for r in records),
-                "checks": sorted(records, key=_rank),
-            }
-            for name, records in _RECORDS.items()
-        }
+    hosts = {
+        name: HostReport.of(sorted(results, key=_rank), nothing_checked=_NOTHING_CHECKED.get(name))
+        for name, results in _RECORDS.items()
     }
-    Path(target).write_text(json.dumps(report, indent=1))
+    Path(target).write_text(json.dumps(VerifyReport(hosts, None).to_dict(), indent=1))

@@ -1,19 +1,17 @@
 """Driver checks: loaded and answering, branch, kernel module flavour, CUDA version."""
 
-from dlsetup.verify import checks
+
+def test_driver_loaded(check):
+    check("driver.loaded")
 
 
-def test_driver_loaded(hw_facts, check):
-    check(checks.check_driver_loaded(hw_facts))
+def test_driver_branch(check):
+    check("driver.branch")
 
 
-def test_driver_branch(hw_facts, expectations, check):
-    check(checks.check_driver_branch(hw_facts, expectations))
+def test_driver_flavor(check):
+    check("driver.flavor")
 
 
-def test_driver_flavor(hw_facts, expectations, check):
-    check(checks.check_driver_flavor(hw_facts, expectations))
-
-
-def test_driver_cuda(hw_facts, expectations, check):
-    check(checks.check_driver_cuda(hw_facts, expectations))
+def test_driver_cuda(check):
+    check("driver.cuda")

@@ -14,7 +14,11 @@ description:
     C(nvidia-smi --query-gpu) call when C(nvidia-smi) is on PATH (a second one only when an old nvidia-smi
     rejects the field list). Changes nothing on the host.
   - GPUs are the NVIDIA display devices seen on PCI (vendor 0x10de, class 0x0300 or 0x0302), so they are
-    reported before any driver is installed; nvidia-smi data is merged in by PCI bus id.
+    reported before any driver is installed; nvidia-smi data is merged in by PCI bus id. A GPU nvidia-smi lists
+    on a bus id PCI does not show (WSL2 passes GPUs through C(/dev/dxg); some containers see no PCI device) is
+    reported too, with C(source=nvidia-smi).
+  - WSL2 is told by its kernel release (C(microsoft-standard)) or C(/dev/dxg) and reported as
+    C(machine.virtualization=wsl2) with C(machine.virtualization_evidence).
   - A missing or broken driver is not a failure of this module. It is reported as data in
     C(driver.error) with a kind, the first line of nvidia-smi's message and a remedy hint.
   - The result follows the Facts JSON contract of dlsetup's C(docs/architecture.md).
@@ -37,6 +41,23 @@ options:
       - A C(pci.ids) database to name the GPUs with. By default C(/usr/share/misc/pci.ids), then
         C(/usr/share/hwdata/pci.ids); a GPU whose id is in none of them gets a null C(pci_name).
     type: path
+  proc_root:
+    description:
+      - Where procfs is mounted (kernel release, C(version), cpuinfo, meminfo, mountinfo). Tests point it at a
+        fake tree.
+    type: path
+    default: /proc
+  dev_root:
+    description:
+      - The device directory; WSL2 shows its paravirtualized GPU device C(dxg) there.
+    type: path
+    default: /dev
+  wsl_lib_dir:
+    description:
+      - Where WSL2 mounts the Windows driver's Linux libraries, C(nvidia-smi) among them. It is searched for
+        C(nvidia-smi) besides PATH, which under sudo's C(secure_path) does not include it.
+    type: path
+    default: /usr/lib/wsl/lib
 attributes:
   check_mode:
     support: full
@@ -78,7 +99,7 @@ ansible_facts:
       sample:
         os: {id: debian, version: "12", codename: bookworm, kernel: 6.1.0-26-amd64,
              pretty_name: "Debian GNU/Linux 12 (bookworm)"}
-        machine: {vendor: null, product: null, virtualization: vm}
+        machine: {vendor: null, product: null, virtualization: vm}  # plus virtualization_evidence: [...] on WSL2
         cpu: {model: "Intel(R) Xeon(R) Processor", cores: 16, threads: 16}
         memory_mib: 128887
         disks: [{name: vda, model: null, size_gib: 256, rotational: true, transport: virtio, ssd: false,
@@ -95,7 +116,7 @@ ansible_facts:
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.dlsetup_hwparse.collector import collect
-from ansible.module_utils.dlsetup_hwparse.textfiles import DEFAULT_PCI_IDS_PATHS
+from ansible.module_utils.dlsetup_hwparse.textfiles import DEFAULT_PCI_IDS_PATHS, DEFAULT_WSL_LIB_DIR
 
 # nvidia-smi can hang for minutes on a GPU that fell off the bus; coreutils timeout bounds the one call.
 NVIDIA_SMI_TIMEOUT_S = 120
@@ -107,6 +128,9 @@ def main():
             "sysfs_root": {"type": "path", "default": "/sys"},
             "nvidia_proc_dir": {"type": "path", "default": "/proc/driver/nvidia"},
             "pci_ids_path": {"type": "path"},
+            "proc_root": {"type": "path", "default": "/proc"},
+            "dev_root": {"type": "path", "default": "/dev"},
+            "wsl_lib_dir": {"type": "path", "default": DEFAULT_WSL_LIB_DIR},
         },
         supports_check_mode=True,
     )
@@ -125,7 +149,10 @@ def main():
         sysfs_root=params["sysfs_root"],
         nvidia_proc_dir=params["nvidia_proc_dir"],
         pci_ids_paths=pci_ids_paths,
-        nvidia_smi_path=module.get_bin_path("nvidia-smi"),
+        nvidia_smi_path=module.get_bin_path("nvidia-smi", opt_dirs=[params["wsl_lib_dir"]]),
+        proc_root=params["proc_root"],
+        dev_root=params["dev_root"],
+        wsl_lib_dir=params["wsl_lib_dir"],
     )
     module.exit_json(changed=False, ansible_facts={"dlsetup_hw": facts})
 
