@@ -33,9 +33,22 @@ from dlsetup.plan.driver import choose_driver, choose_flavor, driver_plan, outsi
 from dlsetup.plan.frameworks import check_torch_pins, choose_jax, choose_torch
 from dlsetup.plan.load import load_compat_data
 from dlsetup.plan.machine import cpu_plan, laptop_plan, reboot_needed, repository_plan
-from dlsetup.plan.model import LaptopPlan, LibraryPlan, MachinePlan, Plan, PlannedGpu, PytorchPlan, StackRequest
+from dlsetup.plan.model import (
+    CudaPlan,
+    DriverPlan,
+    JaxPlan,
+    LaptopPlan,
+    LibraryPlan,
+    MachinePlan,
+    NvidiaRepositoryPlan,
+    Plan,
+    PlannedGpu,
+    PytorchPlan,
+    SecureBootPlan,
+    StackRequest,
+)
 from dlsetup.plan.request import match_machine
-from dlsetup.plan.schema import CompatData, Machine
+from dlsetup.plan.schema import CompatData, Machine, TorchBuild
 from dlsetup.plan.sources import pytorch_index_url
 from dlsetup.plan.work import PlanGpu, Work, names
 
@@ -105,8 +118,30 @@ def resolve_stack(request: StackRequest, *, data: CompatData | None = None) -> P
     reboot = reboot_needed(work, branch, flavor, laptop)
     repository = repository_plan(work, driver, cuda_plan, (*cudnn.packages, *nccl.packages))
 
+    return _gpu_plan(
+        work, gpus, machine_plan, driver, secure_boot, cuda_plan, (cudnn, nccl), build, jax, laptop, reboot, repository
+    )
+
+
+def _gpu_plan(
+    work: Work,
+    gpus: Sequence[PlanGpu],
+    machine_plan: MachinePlan | None,
+    driver: DriverPlan,
+    secure_boot: SecureBootPlan,
+    cuda_plan: CudaPlan,
+    libs: tuple[LibraryPlan, LibraryPlan],
+    build: TorchBuild,
+    jax: JaxPlan,
+    laptop: LaptopPlan,
+    reboot: bool,
+    repository: NvidiaRepositoryPlan | None,
+) -> Plan:
+    """The Plan of a host with NVIDIA GPUs, from the decisions made for it (and the reasons ``work`` gathered)."""
+    cudnn, nccl = libs
+    sources = work.request.sources
     return Plan(
-        os=system.key,
+        os=work.system.key,
         gpus=tuple(
             PlannedGpu(g.spec.pci_id, g.spec.name, g.arch.name, g.spec.compute_capability, g.spec.identified_by)
             for g in gpus
@@ -116,13 +151,13 @@ def resolve_stack(request: StackRequest, *, data: CompatData | None = None) -> P
         cuda=cuda_plan,
         cudnn=cudnn,
         nccl=nccl,
-        pytorch=PytorchPlan(build.version, build.variant, pytorch_index_url(data, build, request.sources), build.cuda),
+        pytorch=PytorchPlan(build.version, build.variant, pytorch_index_url(work.data, build, sources), build.cuda),
         jax=jax,
         laptop=laptop,
         reboot_required=reboot,
         secure_boot=secure_boot,
         nvidia_repository=repository,
-        wheelhouse=request.sources.wheelhouse,
+        wheelhouse=sources.wheelhouse,
         reasons=tuple(work.reasons),
         warnings=tuple(work.warnings),
     )
@@ -138,7 +173,6 @@ def outside_plan(
     assert outside is not None
     pins = request.pins
     number, driver, secure_boot = outside_driver_plan(work, pins)
-    system_key = work.system.key
     if outside.kind == "wsl2":
         # NVIDIA's WSL-Ubuntu repository: the same base, layout and key, its own directory
         repo = work.system.nvidia_repository.model_copy(update={"directory": data.wsl.directory})
@@ -176,26 +210,19 @@ def outside_plan(
     repository = repository_plan(
         work, driver, cuda_plan, (*cudnn.packages, *nccl.packages), note=note, note_source=note_source
     )
-    return Plan(
-        os=system_key,
-        gpus=tuple(
-            PlannedGpu(g.spec.pci_id, g.spec.name, g.arch.name, g.spec.compute_capability, g.spec.identified_by)
-            for g in gpus
-        ),
-        machine=machine_plan,
-        driver=driver,
-        cuda=cuda_plan,
-        cudnn=cudnn,
-        nccl=nccl,
-        pytorch=PytorchPlan(build.version, build.variant, pytorch_index_url(data, build, request.sources), build.cuda),
-        jax=jax,
-        laptop=LaptopPlan(),
-        reboot_required=False,
-        secure_boot=secure_boot,
-        nvidia_repository=repository,
-        wheelhouse=request.sources.wheelhouse,
-        reasons=tuple(work.reasons),
-        warnings=tuple(work.warnings),
+    return _gpu_plan(
+        work,
+        gpus,
+        machine_plan,
+        driver,
+        secure_boot,
+        cuda_plan,
+        (cudnn, nccl),
+        build,
+        jax,
+        LaptopPlan(),
+        False,
+        repository,
     )
 
 
