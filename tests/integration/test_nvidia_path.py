@@ -48,8 +48,8 @@ import fakegpu
 import harness as h
 import pytest
 import standin as s
+from provisioning import changed_on_rerun
 
-from dlsetup import commands
 from dlsetup.plan.load import load_compat_data
 
 pytestmark = pytest.mark.integration
@@ -99,29 +99,6 @@ def as_args(flags: Mapping[str, str]) -> list[str]:
 
 def tail(result: subprocess.CompletedProcess[str]) -> str:
     return f"rc {result.returncode}\nstdout:\n{result.stdout[-6000:]}\nstderr:\n{result.stderr[-3000:]}"
-
-
-def changed_on_rerun(
-    inventory: Path, host: str, flags: Mapping[str, str], pins: Sequence[str] = ()
-) -> tuple[int, dict[str, int]]:
-    """provisioning.changed_on_rerun with the same sources as the first run (it plans without any): the same
-    provision again through dlsetup's own API; (failures, changed per host) from the runner's stats."""
-    targets = commands.load_targets([host], inventory)
-    sources = commands.sources_for(
-        targets, commands.parse_source_flags({k.replace("-", "_"): v for k, v in flags.items()})
-    )
-    gathered = commands.gather_facts(targets)
-    commands.require_reachable(gathered)
-    plans, errors = commands.plan_hosts(gathered, commands.pins_for(targets, list(pins)), sources)
-    assert not errors, errors
-    outcome = commands.provision(
-        targets, plans, commands.expectations_for(targets, []), check=False, diff=False, tags=[],
-        run_verify=False, junit_xml=None,
-    )  # fmt: skip
-    changed_tasks = [task for results in outcome.run.results.values() for task, _, res in results if res.get("changed")]
-    print("changed on the re-run:", changed_tasks)
-    failures = sum(st.failures for st in outcome.run.stats.values())
-    return failures, {name: st.changed for name, st in outcome.run.stats.items()}
 
 
 # -- the host's state, byte for byte ---------------------------------------------------------------------------
@@ -495,7 +472,9 @@ def test_rerun_changes_nothing_and_verify_passes(
     for var, value in standins.env.items():
         monkeypatch.setenv(var, value)
     monkeypatch.setattr(tempfile, "tempdir", standins.env["TMPDIR"])
-    failures, changed = changed_on_rerun(standins.inventory, name, standins.flags(name))
+    # the same sources as the first run (given as on the command line: nvidia-repo -> nvidia_repo)
+    flags = {k.replace("-", "_"): v for k, v in standins.flags(name).items()}
+    failures, changed = changed_on_rerun(standins.inventory, name, [], flags)
     assert failures == 0
     assert changed == {name: 0}
     verify = dlsetup("verify", "-i", str(standins.inventory), name, "--format", "json", env=standins.env)
