@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from dlsetup import __version__, commands
+from dlsetup.config.accept import Accepted
 from dlsetup.errors import EXIT_CODES_TEXT, EXIT_INTERNAL, ConfigError, DlsetupError, InterruptedRunError
 from dlsetup.ui import facts as facts_ui
 from dlsetup.ui import gpus as gpus_ui
@@ -49,6 +50,14 @@ Inventory = Annotated[
     Path | None, typer.Option("-i", "--inventory", help="Ansible inventory (YAML/INI) for named hosts and groups.")
 ]
 Format = Annotated[str, typer.Option("--format", help="table or json.")]
+AcceptHardware = Annotated[
+    bool,
+    typer.Option(
+        "--accept-hardware",
+        help="The hardware now is what is meant: rewrite dlsetup_expect in the inventory file (or print the block to "
+        "paste) and record the hardware as the new baseline once verify passes.",
+    ),
+]
 Pins = Annotated[list[str], typer.Option("--pin", help="KEY=VALUE stack pin, e.g. driver_branch=580 (repeatable).")]
 NvidiaRepo = Annotated[
     str | None,
@@ -194,17 +203,102 @@ def verify(
     load: Annotated[bool, typer.Option("--load", help="Require PCIe readings under load (needs PyTorch).")] = False,
     fmt: Format = "table",
     junit_xml: Annotated[Path | None, typer.Option("--junit-xml", help="Also write JUnit XML here.")] = None,
+    accept_hardware: AcceptHardware = False,
 ) -> None:
-    """Check each host against its expectations (inventory dlsetup_expect and --expect) with the testinfra suite."""
+    """Check each host against its expectations (inventory dlsetup_expect and --expect) and its hardware baseline
+    (the hardware of its last verified run) with the testinfra suite."""
     as_json = _check_format(fmt)
-    result = commands.verify_command(hosts, inventory, expect_flags=expect, load=load, junit_xml=junit_xml)
+    result = commands.verify_command(
+        hosts, inventory, expect_flags=expect, load=load, junit_xml=junit_xml, accept=accept_hardware
+    )
     if as_json:
-        _json(result.report.to_dict())
+        payload = result.report.to_dict()
+        if accept_hardware:
+            payload["accepted"] = {n: _accepted_json(a) for n, a in result.accepted.items()}
+            payload["baselines_recorded"] = sorted(result.baselines)
+        _json(payload)
     else:
+        for accepted in result.accepted.values():
+            _render_accepted(accepted)
         verify_ui.render_verify(out, result.report)
+        for name in result.baselines:
+            out.print(f"{name}: hardware recorded as the new baseline")
         if result.report.log_path is not None:
             out.print(f"log: {result.report.log_path}")
     _end(result.failure, quiet=as_json)
+
+
+def _interactive() -> bool:
+    """Whether a person can answer a question (stdin is a terminal)."""
+    return sys.stdin.isatty()
+
+
+def _accepted_json(accepted: Accepted) -> dict[str, Any]:
+    return {"expect": accepted.expect, "written_to": str(accepted.path) if accepted.path else None,
+            "paste": None if accepted.path else accepted.block, "why_not_written": accepted.why}  # fmt: skip
+
+
+def _render_accepted(accepted: Accepted) -> None:
+    if accepted.path is not None:
+        out.print(f"{escape(accepted.host)}: dlsetup_expect in {escape(str(accepted.path))} now follows the hardware")
+        return
+    out.print(
+        f"{escape(accepted.host)}: {escape(accepted.why or 'the inventory cannot be rewritten')}; "
+        "used for this run, paste this into its host variables to keep it:"
+    )
+    out.print(escape(accepted.block.rstrip("\n")), soft_wrap=True)
+
+
+def _render_drift(name: str, host_plan: commands.HostPlan) -> None:
+    drift = host_plan.drift
+    if drift.drifted:
+        since = f" (baseline of {drift.baseline.recorded_at})" if drift.baseline and drift.baseline.recorded_at else ""
+        out.print(f"[yellow]hardware changed since the last verified run{escape(since)}:[/yellow]")
+        for line in drift.lines:
+            out.print(f"  {escape(line)}")
+    for line in host_plan.plan_changes:
+        out.print(f"[yellow]plan changed:[/yellow] {escape(line)}")
+
+
+@app.command()
+@_exits
+def diff(
+    hosts: Hosts,
+    inventory: Inventory = None,
+    pin: Pins = [],  # noqa: B006
+    fmt: Format = "table",
+    nvidia_repo: NvidiaRepo = None,
+    nvidia_repo_key: NvidiaRepoKey = None,
+    pytorch_index: PytorchIndex = None,
+    pip_index: PipIndex = None,
+    wheelhouse: Wheelhouse = None,
+) -> None:
+    """Read-only: what changed in each host's hardware since its last verified run, and the plan changes it
+    causes. Exits 9 when something drifted (like git diff --exit-code), 0 when nothing did."""
+    as_json = _check_format(fmt)
+    result = commands.diff_command(
+        hosts,
+        inventory,
+        pin_flags=pin,
+        source_flags=_sources(nvidia_repo, nvidia_repo_key, pytorch_index, pip_index, wheelhouse),
+    )
+    if as_json:
+        _json(result.to_dict())
+    else:
+        for name, host_plan in result.plans.items():
+            out.rule(f"[bold]{escape(name)}")
+            if host_plan.drift.baseline is None:
+                out.print("no baseline yet: the host has not verified after a provision")
+            elif not host_plan.drift.drifted and not host_plan.plan_changes:
+                out.print("no change since the last verified run")
+            _render_drift(name, host_plan)
+        for name, problem in result.errors.items():
+            out.rule(f"[bold]{escape(name)}")
+            err.print(f"[bold red]error:[/bold red] {escape(problem.message)}")
+        for name, why in result.unreachable.items():
+            out.rule(f"[bold]{escape(name)}")
+            err.print(f"[bold red]error:[/bold red] {escape(why)}")
+    _end(result.failure)
 
 
 @app.command()
@@ -285,6 +379,7 @@ def provision(
     ask_become_pass: Annotated[
         bool, typer.Option("--ask-become-pass", "-K", help="Ask for the sudo password of the remote user.")
     ] = False,
+    accept_hardware: AcceptHardware = False,
     nvidia_repo: NvidiaRepo = None,
     nvidia_repo_key: NvidiaRepoKey = None,
     pytorch_index: PytorchIndex = None,
@@ -301,17 +396,26 @@ def provision(
         source_flags=_sources(nvidia_repo, nvidia_repo_key, pytorch_index, pip_index, wheelhouse),
         tags=tags,
         junit_xml=junit_xml,
+        accept=accept_hardware,
     )
     for name, host_plan in request.plans.items():
         out.rule(f"[bold]{name}: plan")
-        for line in host_plan.hardware_changes:
-            out.print(f"[yellow]hardware changed since the last provision:[/yellow] {escape(line)}")
-        for line in host_plan.plan_changes:
-            out.print(f"[yellow]plan changed:[/yellow] {escape(line)}")
+        _render_drift(name, host_plan)
         plan_ui.render_plan(out, host_plan.plan)
-    if not check and not yes and sys.stdin.isatty() and not typer.confirm("Apply this plan?", default=False):
-        err.print("nothing was changed")
-        return
+    for accepted in request.accepted.values():
+        _render_accepted(accepted)
+    gone = [c for p in request.plans.values() for c in p.drift.removed_gpus]
+    if not check and not yes and _interactive():
+        if gone and not typer.confirm(
+            f"{len(gone)} GPU(s) of the last verified run are gone ({'; '.join(c.text[2:] for c in gone)}). "
+            "Provision for the hardware as it is now?",
+            default=False,
+        ):
+            err.print("nothing was changed")
+            return
+        if not gone and not typer.confirm("Apply this plan?", default=False):
+            err.print("nothing was changed")
+            return
     become_password = getpass.getpass("BECOME (sudo) password: ") if ask_become_pass else None
     outcome = commands.provision(
         request.targets,
@@ -324,6 +428,7 @@ def provision(
         junit_xml=junit_xml,
         on_event=run_ui.Progress(out),
         become_password=become_password,
+        accepted=list(request.accepted),
     )
     run_ui.render_run_summary(out, outcome.run)
     failure = outcome.failure
@@ -333,6 +438,8 @@ def provision(
             out.print(f"check mode: a reboot would be required on {', '.join(outcome.reboot_required)}")
     if outcome.verify_report is not None:
         verify_ui.render_verify(out, outcome.verify_report)
+    for name in outcome.baselines:
+        out.print(f"{name}: hardware recorded as the new baseline")
     _end(failure)
 
 

@@ -18,19 +18,22 @@ from typing import Any
 import yaml
 
 from dlsetup import paths
+from dlsetup.config import accept as accept_hw
 from dlsetup.config.flags import parse_key_values
 from dlsetup.config.targets import TargetSet, resolve_targets
 from dlsetup.errors import (
     ConfigError,
     DlsetupError,
+    DriftError,
     PreflightError,
     RebootRequiredError,
     RunFailedError,
     UnreachableError,
     VerifyFailedError,
 )
-from dlsetup.facts import drift as hardware_drift
 from dlsetup.facts import gather
+from dlsetup.facts.baseline import HardwareBaseline, save_on_controller
+from dlsetup.facts.drift import Drift, hardware_drift
 from dlsetup.facts.model import HostFacts
 from dlsetup.facts.record import HostRecord
 from dlsetup.plan import drift as plan_drift
@@ -134,13 +137,17 @@ def facts_command(hosts: Sequence[str], inventory: Path | None) -> FactsResult:
 
 @dataclass
 class HostPlan:
-    """One host's plan, with what changed since the record of its last provision."""
+    """One host's plan, with what changed since its hardware baseline and the record of its last provision."""
 
     name: str
     facts: HostFacts
     plan: Plan
-    hardware_changes: list[str] = field(default_factory=list)
+    drift: Drift = field(default_factory=lambda: Drift(None))
     plan_changes: list[str] = field(default_factory=list)
+
+    @property
+    def hardware_changes(self) -> list[str]:
+        return self.drift.lines
 
     def host_vars(self, tags: Sequence[str] = ()) -> dict[str, Any]:
         """The host variables of the run: the plan's role variables and the record the run leaves behind (which
@@ -171,7 +178,7 @@ def plan_hosts(
             name,
             host_facts,
             plan,
-            hardware_drift.hardware_changes(previous, host_facts.gpus),
+            hardware_drift(result.baselines.get(name), host_facts),
             plan_drift.plan_changes(previous.plan if previous else None, plan.to_dict()),
         )
     return plans, errors
@@ -234,6 +241,30 @@ class ProvisionRequest:
     targets: TargetSet
     plans: dict[str, HostPlan]
     expectations: dict[str, Expectations]
+    # --accept-hardware: each host's new dlsetup_expect and where it went
+    accepted: dict[str, accept_hw.Accepted] = field(default_factory=dict)
+
+
+def accept_hardware(
+    targets: TargetSet, facts: Mapping[str, HostFacts], expect_flags: Sequence[str]
+) -> tuple[dict[str, accept_hw.Accepted], dict[str, Expectations]]:
+    """``--accept-hardware``: each host's ``dlsetup_expect`` made to describe its hardware now (written into the
+    inventory file it came from, or returned as a block to paste), and the expectations that follow from it."""
+    accepted: dict[str, accept_hw.Accepted] = {}
+    for name in targets.names:
+        if name not in facts:
+            continue
+        current = targets.hostvars(name).get("dlsetup_expect")
+        target = next(t for t in targets.targets if t.name == name)
+        inventory = targets.inventory_path if target.from_inventory else None
+        accepted[name] = accept_hw.accept(name, facts[name], current if isinstance(current, Mapping) else None,
+                                          inventory)  # fmt: skip
+    flags = parse_expect_flags(expect_flags)
+    expectations = {
+        n: merge(accepted[n].expect if n in accepted else targets.hostvars(n).get("dlsetup_expect"), flags, host=n)
+        for n in targets.names
+    }
+    return accepted, expectations
 
 
 def prepare_provision(
@@ -245,8 +276,10 @@ def prepare_provision(
     source_flags: Mapping[str, str | None] | None = None,
     tags: Sequence[str] = (),
     junit_xml: Path | None = None,
+    accept: bool = False,
 ) -> ProvisionRequest:
-    """Targets, pins, sources, expectations, facts and plans; any problem is raised before a host is touched."""
+    """Targets, pins, sources, expectations, facts and plans; any problem is raised before a host is touched.
+    With ``accept`` (``--accept-hardware``) each host's expectations are rewritten to its hardware now."""
     check_tags(tags)
     check_output_paths(junit_xml)
     targets = load_targets(hosts, inventory)
@@ -259,7 +292,10 @@ def prepare_provision(
     if errors:
         name, problem = next(iter(errors.items()))
         raise problem.about_host(name, "; nothing was changed")
-    return ProvisionRequest(targets, plans, expectations)
+    accepted: dict[str, accept_hw.Accepted] = {}
+    if accept:
+        accepted, expectations = accept_hardware(targets, gathered.facts, expect_flags)
+    return ProvisionRequest(targets, plans, expectations, accepted)
 
 
 def known_tags() -> list[str]:
@@ -299,6 +335,8 @@ class ProvisionOutcome:
     verify_report: VerifyReport | None = None
     # check mode only: the preflight refused a source (a real run would have stopped before changing anything)
     preflight_failure: PreflightError | None = None
+    # hosts whose verify passed and whose hardware baseline was (re)written: name -> the baseline
+    baselines: dict[str, HardwareBaseline] = field(default_factory=dict)
 
     @property
     def changed(self) -> int:
@@ -338,9 +376,11 @@ def provision(
     junit_xml: Path | None,
     on_event: EventCallback | None = None,
     become_password: str | None = None,
+    accepted: Sequence[str] = (),
 ) -> ProvisionOutcome:
     """Check each host's sources (preflight); apply each host's plan with site.yml; then verify (unless check mode
-    or the run failed)."""
+    or the run failed) against the expectations and each host's hardware baseline (not for the ``accepted``
+    hosts, whose expectations follow their hardware now); record the hardware of every host that passed."""
     preflight_failure: PreflightError | None = None
     try:
         preflight(targets, plans, tags=tags, on_event=on_event, become_password=become_password)
@@ -365,10 +405,45 @@ def provision(
     outcome = ProvisionOutcome(run, reboot, check, preflight_failure=preflight_failure)
     ok = all(not s.failures and not s.unreachable for s in run.stats.values()) and run.status == "successful"
     if ok and not check and run_verify and not reboot:
-        outcome.verify_report = verify_hosts(
-            targets, {n: p.facts for n, p in plans.items()}, expectations, run, junit_xml=junit_xml
+        verified = verify_hosts(
+            targets, {n: p.facts for n, p in plans.items()}, expectations, run, junit_xml=junit_xml, accepted=accepted
+        )
+        outcome.verify_report = verified.report
+        outcome.baselines = record_baselines(
+            targets, verified, run_dir=run.run_dir, on_event=on_event, become_password=become_password
         )
     return outcome
+
+
+def record_baselines(
+    targets: TargetSet,
+    verified: VerifyRun,
+    *,
+    run_dir: Path | None,
+    on_event: EventCallback | None = None,
+    become_password: str | None = None,
+) -> dict[str, HardwareBaseline]:
+    """Record the hardware of every host whose verify passed, on the host (``playbooks/baseline.yml``) and on the
+    controller, where it differs from the baseline it had. A host that failed keeps its last good baseline."""
+    passed = [n for n in targets.names if n in verified.facts and verified.report.hosts.get(n) and
+              verified.report.hosts[n].passed]  # fmt: skip
+    new = {n: HardwareBaseline.of(verified.facts[n]) for n in passed}
+    changed = {n: b for n, b in new.items() if (old := verified.baselines.get(n)) is None or not old.same(b)}
+    if not changed:
+        return {}
+    run = runner.run_playbook(
+        "baseline.yml",
+        targets.subset(list(changed)),
+        host_extravars={n: {"dlsetup_baseline": b.to_dict()} for n, b in changed.items()},
+        on_event=on_event,
+        kind="baseline",
+        become_password=become_password,
+    )
+    written = {n: b for n, b in changed.items() if run.stats.get(n) and not run.stats[n].failures
+               and not run.stats[n].unreachable}  # fmt: skip
+    for name, baseline in written.items():
+        save_on_controller(runner.state_dir(), name, baseline, run_dir=run_dir)
+    return written
 
 
 # Which role uses which of the plan's sources: with --tags, only the sources of the roles that run are checked.
@@ -436,6 +511,15 @@ def reboot_error(hosts: Sequence[str]) -> RebootRequiredError:
 # --- verify -----------------------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class VerifyRun:
+    """A verification: the report, the facts it checked and the baselines it compared them with."""
+
+    report: VerifyReport
+    facts: Mapping[str, HostFacts]
+    baselines: Mapping[str, HardwareBaseline]
+
+
 def verify_hosts(
     targets: TargetSet,
     facts: Mapping[str, HostFacts],
@@ -445,17 +529,24 @@ def verify_hosts(
     load: bool = False,
     junit_xml: Path | None = None,
     lost: Mapping[str, str] | None = None,
-) -> VerifyReport:
-    """Run the testinfra suite on ``facts``; hosts in ``lost`` (name → why) are reported as unreachable.
+    baselines: Mapping[str, HardwareBaseline] | None = None,
+    accepted: Sequence[str] = (),
+) -> VerifyRun:
+    """Run the testinfra suite on ``facts`` against ``expectations`` and each host's hardware ``baselines``
+    (except the ``accepted`` hosts'); hosts in ``lost`` (name → why) are reported as unreachable.
 
-    After a provision (``run`` given) the facts are gathered again instead, since the driver may answer now where
-    it did not before; a host that cannot be read then fails the report rather than dropping out of it.
+    After a provision (``run`` given) the facts (and baselines) are gathered again instead, since the driver may
+    answer now where it did not before; a host that cannot be read then fails the report rather than dropping out
+    of it.
     """
     lost = dict(lost or {})
+    baselines = dict(baselines or {})
     if run is not None:
         refreshed = gather.gather(targets)
         facts = refreshed.facts
+        baselines = dict(refreshed.baselines)
         lost.update(refreshed.errors)
+    compared = {n: b for n, b in baselines.items() if n not in accepted}
     work_dir = run.run_dir / "verify" if run is not None else runner.new_run_dir("verify")
     venvs = {n: str(targets.hostvars(n).get("dl_stack_venv_path") or "") or None for n in targets.names}
     report = (
@@ -467,22 +558,26 @@ def verify_hosts(
             load=load,
             venvs={n: v for n, v in venvs.items() if v},
             junit_xml=junit_xml,
+            baselines=compared,
         )
         if facts
         else VerifyReport({}, None)
     )
-    if not lost:
-        return report
-    hosts = {**report.hosts, **{n: HostReport.unreachable(reason) for n, reason in lost.items()}}
-    return VerifyReport({n: hosts[n] for n in targets.names if n in hosts}, report.log_path)
+    if lost:
+        hosts = {**report.hosts, **{n: HostReport.unreachable(reason) for n, reason in lost.items()}}
+        report = VerifyReport({n: hosts[n] for n in targets.names if n in hosts}, report.log_path)
+    return VerifyRun(report, facts, baselines)
 
 
 @dataclass(frozen=True)
 class VerifyResult:
-    """``dlsetup verify``: the report, and the hosts that could not be reached to check them."""
+    """``dlsetup verify``: the report, and the hosts that could not be reached to check them; with
+    ``--accept-hardware``, the new expectations and the baselines recorded."""
 
     report: VerifyReport
     unreachable: frozenset[str]
+    accepted: dict[str, accept_hw.Accepted] = field(default_factory=dict)
+    baselines: dict[str, HardwareBaseline] = field(default_factory=dict)
 
     @property
     def failure(self) -> DlsetupError | None:
@@ -506,12 +601,87 @@ def verify_command(
     expect_flags: Sequence[str],
     load: bool,
     junit_xml: Path | None,
+    accept: bool = False,
 ) -> VerifyResult:
+    """Verify the hosts against their expectations and hardware baselines. With ``accept``
+    (``--accept-hardware``) the expectations are rewritten to the hardware now, the baselines are not compared,
+    and the hosts that pass get their hardware recorded as the new baseline (the only time verify writes)."""
+    if accept:
+        check_output_paths(None)
     targets = load_targets(hosts, inventory)
     expectations = expectations_for(targets, expect_flags)
     gathered = gather_facts(targets)
-    report = verify_hosts(targets, gathered.facts, expectations, load=load, junit_xml=junit_xml, lost=gathered.errors)
-    return VerifyResult(report, frozenset(gathered.errors))
+    accepted: dict[str, accept_hw.Accepted] = {}
+    if accept:
+        accepted, expectations = accept_hardware(targets, gathered.facts, expect_flags)
+    verified = verify_hosts(
+        targets,
+        gathered.facts,
+        expectations,
+        load=load,
+        junit_xml=junit_xml,
+        lost=gathered.errors,
+        baselines=gathered.baselines,
+        accepted=list(accepted),
+    )
+    baselines = record_baselines(targets, verified, run_dir=None) if accept else {}
+    return VerifyResult(verified.report, frozenset(gathered.errors), accepted, baselines)
+
+
+# --- diff -------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DiffResult:
+    """``dlsetup diff``: per host, the hardware drift against its baseline and the plan changes it causes."""
+
+    plans: dict[str, HostPlan]
+    errors: dict[str, DlsetupError]
+    unreachable: dict[str, str]
+
+    @property
+    def drifted(self) -> list[str]:
+        return [n for n, p in self.plans.items() if p.drift.drifted or p.plan_changes]
+
+    def to_dict(self) -> dict[str, Any]:
+        hosts: dict[str, Any] = {}
+        for name, host_plan in self.plans.items():
+            hosts[name] = {
+                **host_plan.drift.to_dict(),
+                "drifted": name in self.drifted,
+                "plan_changes": host_plan.plan_changes,
+            }
+        for name, exc in self.errors.items():
+            hosts[name] = exc.payload()
+        for name, why in self.unreachable.items():
+            hosts[name] = {"error": {"kind": "unreachable", "message": why, "hint": None}}
+        return {"hosts": hosts}
+
+    @property
+    def failure(self) -> DlsetupError | None:
+        if self.unreachable:
+            return UnreachableError(f"no facts from {', '.join(self.unreachable)}", shown=True)
+        if self.errors:
+            return max(self.errors.values(), key=lambda e: e.exit_code).as_shown()
+        if self.drifted:
+            return DriftError(f"drifted since the last verified baseline: {', '.join(self.drifted)}", shown=True)
+        return None
+
+
+def diff_command(
+    hosts: Sequence[str],
+    inventory: Path | None,
+    *,
+    pin_flags: Sequence[str],
+    source_flags: Mapping[str, str | None] | None = None,
+) -> DiffResult:
+    """Read-only: each host's hardware against its baseline, and the plan it would get against the applied one."""
+    targets = load_targets(hosts, inventory)
+    pins = pins_for(targets, pin_flags)
+    sources = sources_for(targets, parse_source_flags(source_flags))
+    gathered = gather_facts(targets)
+    plans, errors = plan_hosts(gathered, pins, sources)
+    return DiffResult(plans, errors, dict(gathered.errors))
 
 
 # --- gpus -------------------------------------------------------------------------------------------------------

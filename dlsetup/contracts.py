@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from dlsetup.facts.baseline import baseline_json_schema
 from dlsetup.facts.model import facts_json_schema
 from dlsetup.facts.record import record_json_schema
 from dlsetup.plan.model import plan_json_schema
@@ -22,6 +23,10 @@ SCHEMAS: dict[str, tuple[str, Callable[[], dict[str, Any]]]] = {
     "plan": ("dlsetup plan --os ... --format json (one plan; per host under hosts.NAME)", plan_json_schema),
     "verify": ("dlsetup verify --format json", verify_json_schema),
     "record": ("/etc/ansible/facts.d/dlsetup.fact, the record a provision leaves on the host", record_json_schema),
+    "baseline": (
+        "/etc/ansible/facts.d/dlsetup_baseline.fact, the hardware of the last verified run",
+        baseline_json_schema,
+    ),
 }
 
 

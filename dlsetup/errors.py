@@ -6,6 +6,7 @@ Exit codes (documented in the README and `dlsetup --help`):
   6 verification failed (a check failed, or nothing could be checked: verdict NOTHING CHECKED),
   7 reboot required before continuing (run the same command again after it),
   8 preflight: a source the plan needs cannot be reached or trusted from the host (nothing was changed),
+  9 drift (``dlsetup diff``): the hardware or the plan changed since the last verified baseline,
   128 + N stopped by signal N: 130 Ctrl-C (SIGINT), 143 SIGTERM (run the same command again to converge).
 """
 
@@ -22,6 +23,7 @@ EXIT_RUN_FAILED = 5
 EXIT_VERIFY_FAILED = 6
 EXIT_REBOOT_REQUIRED = 7
 EXIT_PREFLIGHT = 8
+EXIT_DRIFT = 9
 EXIT_INTERRUPTED = 128 + signal.SIGINT  # a run stopped by signal N exits 128 + N
 
 EXIT_CODES_TEXT = (
@@ -29,6 +31,7 @@ EXIT_CODES_TEXT = (
     "5 Ansible run failed, 6 verification failed (a check failed, or nothing could be checked), "
     "7 reboot required (then run the same command again), "
     "8 a source the plan needs is unreachable or untrusted (preflight; nothing was changed), "
+    "9 drifted since the last verified baseline (dlsetup diff), "
     "130/143 interrupted (run it again to converge)."
 )
 
@@ -136,6 +139,14 @@ class PreflightError(DlsetupError):
 
     exit_code = EXIT_PREFLIGHT
     kind = "preflight_failed"
+
+
+class DriftError(DlsetupError):
+    """``dlsetup diff``: a host's hardware or plan changed since its last verified baseline (like ``git diff
+    --exit-code``, a finding rather than a fault)."""
+
+    exit_code = EXIT_DRIFT
+    kind = "drifted"
 
 
 class InterruptedRunError(DlsetupError):

@@ -60,6 +60,11 @@ class TargetSet:
         """One inventory naming exactly these hosts with their merged variables (for testinfra)."""
         return {"all": {"hosts": {t.name: dict(self.hostvars(t.name)) for t in self.targets}}}
 
+    def subset(self, names: Sequence[str]) -> TargetSet:
+        """The same inventory, limited to ``names`` (in this set's order)."""
+        kept = tuple(t for t in self.targets if t.name in names)
+        return TargetSet(kept, self.inventory_path, self.inventory_hostvars)
+
     def hostvars(self, name: str) -> Mapping[str, Any]:
         for target in self.targets:
             if target.name == name:

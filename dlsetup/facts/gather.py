@@ -1,4 +1,5 @@
-"""Gather each host's facts through the run stage (``facts.yml``: our module, then the last provision's record)."""
+"""Gather each host's facts through the run stage (``facts.yml``: our module, then the last provision's record and
+the hardware baseline)."""
 
 from __future__ import annotations
 
@@ -9,11 +10,15 @@ from dataclasses import dataclass, field
 
 from dlsetup.config.targets import TargetSet
 from dlsetup.errors import DlsetupError
+from dlsetup.facts.baseline import HardwareBaseline, load_from_controller
 from dlsetup.facts.model import HostFacts
 from dlsetup.facts.record import HostRecord
 from dlsetup.run import runner
 
 FACTS_ACTION = "dlsetup_hw_facts"
+# the names of facts.yml's slurp tasks
+RECORD_TASK = "Read the state of the last provision (hardware and plan then)"
+BASELINE_TASK = "Read the hardware baseline"
 
 
 @dataclass(frozen=True)
@@ -24,6 +29,9 @@ class GatherResult:
     run: runner.RunResult
     # what the last provision recorded on each host, if anything
     previous: dict[str, HostRecord] = field(default_factory=dict)
+    # the hardware of each host's last verified run: the host's own baseline, else the controller's copy, else
+    # what an older provision's record says of its GPUs
+    baselines: dict[str, HardwareBaseline] = field(default_factory=dict)
 
 
 def gather(targets: TargetSet, on_event: runner.EventCallback | None = None) -> GatherResult:
@@ -47,14 +55,29 @@ def gather(targets: TargetSet, on_event: runner.EventCallback | None = None) -> 
         except DlsetupError as exc:
             errors[name] = f"facts malformed: {exc}"
     previous = {name: record for name in facts if (record := _previous_record(run, name)) is not None}
-    return GatherResult(facts, errors, run, previous)
+    baselines = {name: found for name in facts if (found := _baseline(run, name, previous.get(name))) is not None}
+    return GatherResult(facts, errors, run, previous, baselines)
+
+
+def _slurped(run: runner.RunResult, host: str, task: str) -> object:
+    for res in run.task_results(host, "ansible.builtin.slurp", task):
+        try:
+            return json.loads(base64.b64decode(str(res.get("content", ""))))
+        except (binascii.Error, ValueError):
+            return None  # unreadable state is treated as no state: the next provision rewrites it
+    return None
 
 
 def _previous_record(run: runner.RunResult, host: str) -> HostRecord | None:
-    for res in run.task_results(host, "ansible.builtin.slurp"):
-        try:
-            data = json.loads(base64.b64decode(str(res.get("content", ""))))
-        except (binascii.Error, ValueError):
-            return None  # unreadable state is treated as no state: the next provision rewrites it
-        return HostRecord.parse(data)
-    return None
+    data = _slurped(run, host, RECORD_TASK)
+    return HostRecord.parse(data) if data is not None else None
+
+
+def _baseline(run: runner.RunResult, host: str, record: HostRecord | None) -> HardwareBaseline | None:
+    data = _slurped(run, host, BASELINE_TASK)
+    found = HardwareBaseline.parse(data) if data is not None else None
+    if found is None:
+        found = load_from_controller(runner.state_dir(), host)
+    if found is None and record is not None and record.gpus:
+        found = HardwareBaseline.from_record(record)
+    return found

@@ -49,7 +49,9 @@ class HostRecord:
         """The record of applying ``plan`` (by ``roles``, or all of them) to the host ``facts`` describe."""
         applied = {k: v for k, v in plan.items() if k != "reboot_required"} if plan is not None else None
         return cls(
-            gpus=tuple(RecordedGpu(g.pci_bus_id, g.pci_id, g.subsystem_id, g.pci_name) for g in facts.gpus),
+            # no name: pci.ids' names fill in once the base role installed pciutils, and the driver's once it
+            # loads, so a name recorded by the first run would make the second one rewrite the record (changed=1)
+            gpus=tuple(RecordedGpu(g.pci_bus_id, g.pci_id, g.subsystem_id) for g in facts.gpus),
             plan=applied,
             roles=tuple(roles),
         )

@@ -71,8 +71,11 @@ class RunResult:
         stdout = sorted(self.run_dir.glob("artifacts/*/stdout"))
         return stdout[-1] if stdout else self.run_dir
 
-    def task_results(self, host: str, action: str) -> list[dict[str, Any]]:
-        return [res for _task, act, res in self.results.get(host, []) if act == action]
+    def task_results(self, host: str, action: str, task: str | None = None) -> list[dict[str, Any]]:
+        """The results of ``action`` on ``host`` (of the task named ``task`` only, when given), in order."""
+        return [
+            res for name, act, res in self.results.get(host, []) if act == action and (task is None or name == task)
+        ]
 
     def fact(self, host: str, name: str) -> Any:
         """The last value a task on ``host`` set for fact ``name`` (``set_fact`` or a module's ansible_facts)."""

@@ -10,10 +10,25 @@ from rich.table import Table
 from dlsetup.run.runner import RunResult, failure_line
 from dlsetup.ui.text import show
 
+# the actions whose message is what a role reports to the user (the package switches, the Secure Boot steps,
+# container notes, reboot reasons)
+_SAYING = frozenset({"debug", "ansible.builtin.debug", "ansible.legacy.debug"})
+
+
+def role_message(data: dict[str, Any]) -> str | None:
+    """What a role reports in a debug task's ``msg``, as one line (``None`` for any other result)."""
+    if data.get("task_action") not in _SAYING:
+        return None
+    msg = (data.get("res") or {}).get("msg")
+    if isinstance(msg, list):
+        msg = " ".join(str(m) for m in msg)
+    text = " ".join(str(msg).split()) if msg not in (None, "") else ""
+    return text or None
+
 
 class Progress:
     """Live progress lines from runner events: one per host and task that changed, failed or was unreachable,
-    and a dim line for each task start."""
+    what the roles report (their debug messages), and a dim line for each task start."""
 
     def __init__(self, console: Console) -> None:
         self.console = console
@@ -26,7 +41,10 @@ class Progress:
             self.console.print(f"[dim]TASK {show(data.get('task'))}[/dim]")
         elif kind == "runner_on_ok":
             changed = (data.get("res") or {}).get("changed")
-            if changed:
+            said = role_message(data)
+            if said is not None:
+                self.console.print(f"  [cyan]note[/cyan]    {show(host)}: {show(said)}")
+            elif changed:
                 self.console.print(f"  [yellow]changed[/yellow] {show(host)}: {show(task)}")
         elif kind == "runner_on_failed" and not data.get("ignore_errors"):
             cause = failure_line(data.get("res") or {})

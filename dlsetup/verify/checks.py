@@ -14,9 +14,10 @@ from packaging.version import InvalidVersion, Version
 from pydantic import ConfigDict
 from pydantic.dataclasses import dataclass
 
+from dlsetup.facts.baseline import HardwareBaseline
 from dlsetup.facts.hwparse.common import driver_major, normalize_bus_id
 from dlsetup.facts.model import GpuFacts, HostFacts, PcieLink
-from dlsetup.verify.expect import FROM_PCI, Expectations
+from dlsetup.verify.expect import FROM_BASELINE, FROM_PCI, Expectations
 from dlsetup.verify.probes import JaxProbe, TorchDevice, TorchProbe
 
 Status = Literal["pass", "fail", "warn", "skip"]
@@ -44,10 +45,25 @@ class CheckResult:
         return dataclasses.asdict(self)
 
 
-def check_gpu_count(facts: HostFacts, expect: Expectations) -> CheckResult:
+def _against_baseline(facts: HostFacts, baseline: HardwareBaseline | None) -> str:
+    """`` missing since the baseline of DATE: GTX 1080 Ti at 0000:06:00.0; new: ...`` (empty without one)."""
+    if baseline is None:
+        return ""
+    now = {g.pci_bus_id for g in facts.gpus}
+    missing = [g.label for g in baseline.gpus if g.pci_bus_id not in now]
+    added = [g.label for g in facts.gpus if baseline.gpu(g.pci_bus_id) is None]
+    when = f" of {baseline.recorded_at}" if baseline.recorded_at else ""
+    parts = [f"missing since the baseline{when}: {', '.join(missing)}"] if missing else []
+    parts += [f"not in the baseline: {', '.join(added)}"] if added else []
+    hint = " (reseat or power it, or run with --accept-hardware if the change is meant)" if parts else ""
+    return "; " + "; ".join(parts) + hint if parts else ""
+
+
+def check_gpu_count(facts: HostFacts, expect: Expectations, baseline: HardwareBaseline | None = None) -> CheckResult:
     """The GPUs on PCI are the expected number, and the driver (when it answers) lists every one of them. Without
-    an explicit ``gpu_count`` the expectation is PCI's own count (``with_defaults``): then the driver's list is
-    what is checked, and a driver that does not answer leaves nothing to compare."""
+    an explicit ``gpu_count`` the expectation is the hardware baseline's count, else PCI's own (``with_defaults``):
+    then the driver's list is what is checked, and a driver that does not answer leaves nothing to compare. A
+    count that differs names the GPUs missing since the baseline (and those new to it)."""
     on_pci = len(facts.gpus)
     if expect.gpu_count is None:
         text = "no NVIDIA GPU on PCI" if on_pci == 0 else f"{on_pci} NVIDIA GPU(s) on PCI"
@@ -59,10 +75,11 @@ def check_gpu_count(facts: HostFacts, expect: Expectations) -> CheckResult:
             "fail",
             expect.gpu_count,
             on_pci,
-            f"expected {expect.gpu_count} NVIDIA GPU(s), PCI shows {on_pci}: {found}",
+            f"expected {expect.gpu_count} NVIDIA GPU(s), PCI shows {on_pci}: {found}"
+            + _against_baseline(facts, baseline),
         )
     visible = facts.visible_gpus
-    from_pci = expect.origin("gpu_count") == FROM_PCI
+    from_pci = expect.origin("gpu_count") in (FROM_PCI, FROM_BASELINE)
     if facts.driver.loaded and len(visible) != on_pci:
         missing = ", ".join(g.pci_bus_id for g in facts.gpus if not g.visible_to_driver)
         return CheckResult(
@@ -171,7 +188,9 @@ def width_diagnosis(pcie: PcieLink) -> str | None:
     )
 
 
-def check_pcie_width(facts: HostFacts, expect: Expectations) -> CheckResult:
+def check_pcie_width(facts: HostFacts, expect: Expectations, baseline: HardwareBaseline | None = None) -> CheckResult:
+    """Each link's width: below ``pcie_width_min``, or below what the same GPU ran at in the hardware baseline, is
+    a failure; narrower than the GPU can do is a warning; each says why (the slot, or a link that trained down)."""
     gpus = facts.gpus
     if not gpus:
         return CheckResult("gpu.pcie_width", "skip", expect.pcie_width_min, None, "no NVIDIA GPU on PCI")
@@ -185,9 +204,15 @@ def check_pcie_width(facts: HostFacts, expect: Expectations) -> CheckResult:
     for gpu in gpus:
         current = gpu.pcie.width_current or 0
         why = width_diagnosis(gpu.pcie)
+        before = baseline.gpu(gpu.pci_bus_id) if baseline is not None else None
+        was = before.width_current if before is not None and before.pci_id in (None, gpu.pci_id) else None
+        had = f" (the baseline had x{was})" if was else ""
         if expect.pcie_width_min is not None and current < expect.pcie_width_min:
             reason = why or f"the GPU itself is an x{gpu.pcie.width_max} device"
-            failures.append(f"{gpu.label} runs x{current}, expected >= x{expect.pcie_width_min}: {reason}")
+            failures.append(f"{gpu.label} runs x{current}, expected >= x{expect.pcie_width_min}{had}: {reason}")
+        elif was is not None and current < was:
+            reason = why or "the link or slot changed since"
+            failures.append(f"{gpu.label} runs x{current}, narrower than x{was}{had}: {reason}")
         elif why and "trained down" in why:
             warnings.append(f"{gpu.label}: {why}")
         elif why:
@@ -207,10 +232,14 @@ def _achievable_gen(pcie: PcieLink) -> int | None:
 
 
 def check_pcie_gen(
-    facts: HostFacts, expect: Expectations, loaded_gens: Mapping[str, int | None] | None = None
+    facts: HostFacts,
+    expect: Expectations,
+    loaded_gens: Mapping[str, int | None] | None = None,
+    baseline: HardwareBaseline | None = None,
 ) -> CheckResult:
     """Link generation. Read at idle, a lower generation is only a warning (GPUs drop the link speed to
-    save power); ``loaded_gens`` (bus id → gen read under load) turns it into a real check."""
+    save power); ``loaded_gens`` (bus id → gen read under load) turns it into a real check. A link whose best
+    generation (GPU and slot maximum) fell below the hardware baseline's fails."""
     gpus = facts.gpus
     if not gpus:
         return CheckResult("gpu.pcie_gen", "skip", expect.pcie_gen_min, None, "no NVIDIA GPU on PCI")
@@ -223,8 +252,16 @@ def check_pcie_gen(
         under_load = under_load_by_bus.get(gpu.pci_bus_id)
         current = under_load if under_load is not None else gpu.pcie.gen_current
         actual.append(current)
+        before = baseline.gpu(gpu.pci_bus_id) if baseline is not None else None
+        was = before.best_gen if before is not None and before.pci_id in (None, gpu.pci_id) else None
+        had = f" (the baseline had Gen{was})" if was else ""
         if expect.pcie_gen_min is not None and best is not None and best < expect.pcie_gen_min:
-            failures.append(f"{gpu.label} can reach Gen{best} at most (GPU/slot), expected >= Gen{expect.pcie_gen_min}")
+            failures.append(
+                f"{gpu.label} can reach Gen{best} at most (GPU/slot), expected >= Gen{expect.pcie_gen_min}{had}"
+            )
+            continue
+        if was is not None and best is not None and best < was:
+            failures.append(f"{gpu.label} can reach Gen{best} at most (GPU/slot){had}: a BIOS setting or the slot")
             continue
         if current is None:
             continue
@@ -539,7 +576,11 @@ def check_jax(expect: Expectations, probe: JaxProbe | None, gpu_count: int) -> C
 
 
 def check_pcie_gen_probed(
-    facts: HostFacts, expect: Expectations, probe: TorchProbe | None, load_required: bool
+    facts: HostFacts,
+    expect: Expectations,
+    probe: TorchProbe | None,
+    load_required: bool,
+    baseline: HardwareBaseline | None = None,
 ) -> CheckResult:
     """:func:`check_pcie_gen` with the generations the PyTorch probe read under load; ``--load`` (``load_required``)
     without a load to read them under is a skip that says why."""
@@ -553,7 +594,7 @@ def check_pcie_gen_probed(
             None,
             f"--load needs PyTorch with CUDA on the host to generate load; {why}",
         )
-    return check_pcie_gen(facts, expect, loaded or None)
+    return check_pcie_gen(facts, expect, loaded or None, baseline)
 
 
 # Every check of a host, in report order (docs/verify.md): what the machine is, its GPUs, the driver, frameworks.
@@ -639,6 +680,7 @@ def evaluate(
     jax_probe: JaxProbe | None,
     *,
     load_required: bool = False,
+    baseline: HardwareBaseline | None = None,
 ) -> list[CheckResult]:
     """Every check of one host (one result per id of :data:`CHECK_IDS`, in that order), each saying where its
     expected value came from. The suite reports these; a PyTorch check that an earlier one decided (PyTorch
@@ -647,12 +689,12 @@ def evaluate(
     for result in (
         check_host_memory(facts, expect),
         check_root_disk(facts, expect),
-        check_gpu_count(facts, expect),
+        check_gpu_count(facts, expect, baseline),
         check_gpu_visible(facts),
         check_gpu_model(facts, expect),
         check_gpu_memory(facts, expect),
-        check_pcie_width(facts, expect),
-        check_pcie_gen_probed(facts, expect, torch_probe, load_required),
+        check_pcie_width(facts, expect, baseline),
+        check_pcie_gen_probed(facts, expect, torch_probe, load_required, baseline),
         check_driver_loaded(facts),
         check_driver_branch(facts, expect),
         check_driver_flavor(facts, expect),

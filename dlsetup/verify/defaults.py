@@ -2,7 +2,11 @@
 
 Without ``--expect`` / ``dlsetup_expect`` a verify still checks what the host itself says it should be:
 
-- **PCI** (the facts): every NVIDIA GPU on PCI is expected, and listed by the driver (``gpu_count``);
+- **the hardware baseline** (:class:`~dlsetup.facts.baseline.HardwareBaseline`, the hardware of the last verified
+  run): as many GPUs as it had (``gpu_count``), so a GPU that disappeared fails until it is back or accepted
+  (``--accept-hardware``); its links are compared in the checks themselves (:mod:`dlsetup.verify.checks`);
+- **PCI** (the facts), without a baseline: every NVIDIA GPU on PCI is expected, and listed by the driver
+  (``gpu_count``);
 - **the plan record** (:class:`~dlsetup.facts.record.HostRecord`, written by the last provision): the driver branch
   and kernel module flavour, the CUDA version the driver must support (the toolkit's and the PyTorch wheel's), and
   the frameworks installed into the venv: PyTorch (its version and wheel variant) and JAX.
@@ -19,9 +23,10 @@ from typing import Any
 
 from packaging.version import InvalidVersion, Version
 
+from dlsetup.facts.baseline import HardwareBaseline
 from dlsetup.facts.model import HostFacts
 from dlsetup.facts.record import RECORD_PATH, HostRecord
-from dlsetup.verify.expect import FROM_INVENTORY, FROM_PCI, FROM_RECORD, Expectations, coerce
+from dlsetup.verify.expect import FROM_BASELINE, FROM_INVENTORY, FROM_PCI, FROM_RECORD, Expectations, coerce
 
 
 def _part(plan: Mapping[str, Any], name: str) -> Mapping[str, Any]:
@@ -75,12 +80,21 @@ def from_record(record: HostRecord | None) -> dict[str, Any]:
     return values
 
 
-def with_defaults(explicit: Expectations, facts: HostFacts, record: HostRecord | None) -> Expectations:
-    """``explicit`` completed with the defaults of the host's PCI devices and plan record (explicit keys win)."""
+def with_defaults(
+    explicit: Expectations,
+    facts: HostFacts,
+    record: HostRecord | None,
+    baseline: HardwareBaseline | None = None,
+) -> Expectations:
+    """``explicit`` completed with the defaults of the host's hardware baseline (its GPU count), PCI devices and
+    plan record (explicit keys win)."""
     values = explicit.to_dict()
     origins = {k: explicit.origins.get(k, FROM_INVENTORY) for k in values}
     defaults: dict[str, tuple[Any, str]] = {}
-    if facts.gpus:
+    if baseline is not None and baseline.gpus:
+        # the GPUs of the last verified run: one that disappeared fails until it is back or accepted
+        defaults["gpu_count"] = (len(baseline.gpus), FROM_BASELINE)
+    elif facts.gpus:
         defaults["gpu_count"] = (len(facts.gpus), FROM_PCI)
     recorded = from_record(record)
     if "framework" in values:

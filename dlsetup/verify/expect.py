@@ -28,6 +28,7 @@ FROM_FLAG = "--expect"
 FROM_INVENTORY = "inventory"
 FROM_RECORD = "plan record"
 FROM_PCI = "PCI"
+FROM_BASELINE = "hardware baseline"
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from pydantic import ValidationError
 from dlsetup import paths
 from dlsetup.config.targets import TargetSet
 from dlsetup.errors import DlsetupError
+from dlsetup.facts.baseline import HardwareBaseline
 from dlsetup.facts.model import HostFacts
 from dlsetup.verify.expect import Expectations
 from dlsetup.verify.report import HostReport, VerifyReport
@@ -34,6 +35,7 @@ def run_suite(
     load: bool = False,
     venvs: Mapping[str, str] | None = None,
     junit_xml: Path | None = None,
+    baselines: Mapping[str, HardwareBaseline] | None = None,
 ) -> VerifyReport:
     """Run the suite against the hosts in ``facts`` (already gathered) and return the per-host report."""
     names = [n for n in targets.names if n in facts]
@@ -50,6 +52,8 @@ def run_suite(
                 "expect": expectations[n].to_dict(),
                 "expect_from": {k: v for k, v in expectations[n].origins.items() if k in expectations[n].to_dict()},
                 "venv": (venvs or {}).get(n),
+                # the hardware of the last verified run (None: none, or its expectations were just accepted)
+                "baseline": b.to_dict() if (b := (baselines or {}).get(n)) is not None else None,
             }
             for n in names
         },

@@ -159,6 +159,8 @@ class FakeRunner:
     unreachable_after_site: dict[str, str] = field(default_factory=dict)
     # host → content of /etc/ansible/facts.d/dlsetup.fact (slurped by facts.yml)
     previous_state: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # host → content of /etc/ansible/facts.d/dlsetup_baseline.fact (slurped by facts.yml; baseline.yml writes it)
+    baselines: dict[str, dict[str, Any]] = field(default_factory=dict)
     # site.yml
     site_status: str = "successful"
     site_stats: dict[str, HostStats] = field(default_factory=dict)
@@ -188,6 +190,8 @@ class FakeRunner:
             result = self._preflight_run(targets, run_dir)
         elif playbook == "site.yml":
             result = self._site_run(targets, run_dir, kwargs.get("on_event"))
+        elif playbook == "baseline.yml":
+            result = self._baseline_run(targets, run_dir, kwargs.get("host_extravars") or {})
         else:
             raise AssertionError(f"unexpected playbook {playbook}")
         self.calls.append(PlaybookCall(playbook, list(targets.names), dict(kwargs), result))
@@ -227,8 +231,25 @@ class FakeRunner:
                         {"changed": False, "content": content, "encoding": "base64"},
                     )
                 )
+            if name in self.baselines:
+                content = base64.b64encode(json.dumps(self.baselines[name]).encode()).decode()
+                tasks.append(
+                    (
+                        "Read the hardware baseline",
+                        "ansible.builtin.slurp",
+                        {"changed": False, "content": content, "encoding": "base64"},
+                    )
+                )
             result.results[name] = tasks
             result.stats[name] = HostStats(ok=len(tasks))
+        return result
+
+    def _baseline_run(self, targets: TargetSet, run_dir: Path, host_vars: dict[str, Any]) -> RunResult:
+        result = RunResult(status="successful", rc=0, run_dir=run_dir)
+        for name in targets.names:
+            if "dlsetup_baseline" in host_vars.get(name, {}):
+                self.baselines[name] = copy.deepcopy(host_vars[name]["dlsetup_baseline"])
+                result.stats[name] = HostStats(ok=2, changed=1)
         return result
 
     def _preflight_run(self, targets: TargetSet, run_dir: Path) -> RunResult:

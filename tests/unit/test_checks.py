@@ -7,9 +7,11 @@ from typing import Any
 
 import pytest
 
+from dlsetup.facts.baseline import HardwareBaseline
 from dlsetup.facts.model import HostFacts
 from dlsetup.verify import checks
-from dlsetup.verify.expect import Expectations
+from dlsetup.verify.defaults import with_defaults
+from dlsetup.verify.expect import FROM_BASELINE, Expectations
 from dlsetup.verify.probes import JaxProbe, TorchProbe
 
 # What the checks do not look at, filled in so that the facts are complete (the model wants every key).
@@ -308,3 +310,37 @@ def test_expected_from_names_the_origin():
     assert found["framework.pytorch.bandwidth"].expected_from == "default"
     assert found["driver.flavor"].expected_from is None  # nothing expected
     assert found["framework.pytorch"].expected is None and found["framework.pytorch"].expected_from is None
+
+
+# -- against the hardware baseline (the hardware of the last verified run) -------------------------------------
+def test_count_names_the_gpus_missing_since_the_baseline():
+    second = gpu("0000:84:00.0", H200_RAW["gpus"][0]["pcie"], index=1)
+    baseline = HardwareBaseline.of(with_gpus(H200_RAW["gpus"][0], second))
+    # no expectation given: the baseline's count is expected
+    expect = with_defaults(Expectations(), H200, None, baseline)
+    assert expect.gpu_count == 2 and expect.origin("gpu_count") == FROM_BASELINE
+    r = checks.check_gpu_count(H200, expect, baseline)
+    assert r.status == "fail" and r.expected == 2 and r.actual == 1
+    assert "missing since the baseline" in r.message and "NVIDIA GeForce RTX 4090 at 0000:84:00.0" in r.message
+    assert "--accept-hardware" in r.message
+    # without a baseline, PCI's own count is expected (and met)
+    assert checks.check_gpu_count(H200, with_defaults(Expectations(), H200, None, None)).status == "pass"
+
+
+def test_a_link_narrower_than_the_baseline_fails_and_says_why():
+    full = {"gen_current": 3, "gen_max": 3, "width_current": 16, "width_max": 16}
+    full |= {"slot_gen_max": 3, "slot_width_max": 16}
+    trained = {**full, "width_current": 8}
+    baseline = HardwareBaseline.of(with_gpus(gpu("0000:02:00.0", full)))
+    now = with_gpus(gpu("0000:02:00.0", trained))
+    assert checks.check_pcie_width(now, Expectations()).status == "warn"  # without a baseline: a warning
+    r = checks.check_pcie_width(now, Expectations(), baseline)
+    assert r.status == "fail"
+    assert "runs x8, narrower than x16 (the baseline had x16)" in r.message and "trained down" in r.message
+    # the generation the link can reach fell (a BIOS setting): a failure that names the baseline's
+    slower = with_gpus(gpu("0000:02:00.0", {**full, "slot_gen_max": 2, "gen_current": 2}))
+    g = checks.check_pcie_gen(slower, Expectations(), None, baseline)
+    assert g.status == "fail" and "Gen2 at most" in g.message and "the baseline had Gen3" in g.message
+    # another GPU in that slot is not compared with the one that was there
+    other = with_gpus(gpu("0000:02:00.0", trained, pci_id="10de:1f08"))
+    assert checks.check_pcie_width(other, Expectations(), baseline).status == "warn"

@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from dlsetup import __version__
+from dlsetup import cli as cli_module
+from dlsetup.facts.baseline import HardwareBaseline
 from dlsetup.facts.model import HostFacts
 from dlsetup.facts.record import HostRecord
 from dlsetup.plan.request import request_from_facts
@@ -666,8 +668,10 @@ def test_provision_applies_then_verifies(
     stub_verify.hosts["localhost"] = report_entry(("gpu.count", "pass", "1 NVIDIA GPU(s)"))
     result = cli("provision", "localhost", "--yes", "--expect", "gpu_count=1")
     assert result.exit_code == 0, result.output
-    # facts, the run, then facts again for the verification (the driver may answer only now)
-    assert fake_runner.playbooks == ["facts.yml", "preflight.yml", "site.yml", "facts.yml"]
+    # facts, the run, then facts again for the verification (the driver may answer only now), then the hardware
+    # that verified is recorded as the baseline
+    assert fake_runner.playbooks == ["facts.yml", "preflight.yml", "site.yml", "facts.yml", "baseline.yml"]
+    assert "localhost: hardware recorded as the new baseline" in result.stdout
     site = fake_runner.call("site.yml")
     assert site.kwargs["check"] is False
     assert site.kwargs["kind"] == "provision"
@@ -685,7 +689,9 @@ def test_provision_does_not_pass_a_host_it_could_not_verify(
     fake_runner.unreachable_after_site[UNREACHABLE] = SSH_FAILURE
     stub_verify.hosts["localhost"] = report_entry(("gpu.count", "pass", "1 NVIDIA GPU(s)"))
     result = cli("provision", "localhost", UNREACHABLE, "--yes")
-    assert fake_runner.playbooks == ["facts.yml", "preflight.yml", "site.yml", "facts.yml"]
+    assert fake_runner.playbooks == ["facts.yml", "preflight.yml", "site.yml", "facts.yml", "baseline.yml"]
+    # only the host that verified gets a baseline
+    assert fake_runner.call("baseline.yml").hosts == ["localhost"]
     assert list(stub_verify.calls[0]["facts"]) == ["localhost"]
     assert result.exit_code == 6, result.output
     assert f"{UNREACHABLE}: FAILED" in result.stdout
@@ -752,13 +758,13 @@ def test_provision_without_yes_on_a_pipe_does_not_prompt(
     assert "site.yml" in fake_runner.playbooks
 
 
-def test_provision_names_hardware_drift(
+def test_provision_names_hardware_drift_against_an_older_record(
     cli: Invoke, fake_runner: FakeRunner, stub_verify: StubVerify, host_facts
 ) -> None:
     facts = host_facts("2x1080ti")
     fake_runner.facts["localhost"] = facts
     keep = {k: facts["gpus"][0][k] for k in ("pci_bus_id", "pci_id", "subsystem_id", "pci_name")}
-    # what the last provision recorded: the first 1080 Ti, and a TITAN X (Pascal) where the second one is now
+    # what an older provision recorded: the first 1080 Ti, and a TITAN X (Pascal) where the second one is now
     gone = {"pci_bus_id": "0000:06:00.0", "pci_id": "10de:1b00", "subsystem_id": "10de:119a",
             "pci_name": "GP102 [TITAN X]"}  # fmt: skip
     previous_plan = resolve_stack(request_from_facts(HostFacts.from_dict(facts), {})).to_dict()
@@ -767,10 +773,119 @@ def test_provision_names_hardware_drift(
     result = cli("provision", "localhost", "--check")
     assert result.exit_code == 0, result.output
     lines = [flat(line) for line in result.stdout.splitlines()]
-    assert "hardware changed since the last provision: - GPU GP102 [TITAN X] (10de:1b00) at 0000:06:00.0" in lines
-    assert "hardware changed since the last provision: + GPU GeForce GTX 1080 Ti (10de:1b06) at 0000:06:00.0" in lines
-    assert not any("0000:05:00.0" in line for line in lines if "hardware changed" in line)
+    assert "hardware changed since the last verified run:" in lines
+    assert "~ GPU at 0000:06:00.0: GP102 [TITAN X] (10de:1b00) -> GeForce GTX 1080 Ti (10de:1b06)" in lines
+    assert not any("0000:05:00.0" in line for line in lines)
     assert "plan changed: driver branch: 535 -> 580" in lines
+
+
+def _baseline_of(facts: dict[str, Any]) -> dict[str, Any]:
+    return HardwareBaseline.of(HostFacts.from_dict(facts)).to_dict()
+
+
+def test_a_removed_gpu_stays_in_the_drift_until_a_run_verifies(
+    cli: Invoke, fake_runner: FakeRunner, stub_verify: StubVerify, host_facts
+) -> None:
+    rig = host_facts("2x1080ti")
+    fake_runner.baselines["localhost"] = baseline = _baseline_of(rig)
+    rig["gpus"].pop(1)
+    fake_runner.facts["localhost"] = rig
+    stub_verify.hosts["localhost"] = report_entry(("gpu.count", "fail", "expected 2 NVIDIA GPU(s), PCI shows 1"))
+    for _ in range(2):  # verify fails: the baseline stays, and the next run shows the same drift
+        result = cli("provision", "localhost", "--yes")
+        assert result.exit_code == 6, result.output
+        assert "- GPU GeForce GTX 1080 Ti (10de:1b06) at 0000:06:00.0" in result.stdout
+        assert "baseline.yml" not in fake_runner.playbooks
+        assert fake_runner.baselines["localhost"] == baseline
+    # verify gets the baseline it is to compare with
+    assert stub_verify.calls[-1]["baselines"]["localhost"].to_dict() == baseline
+    # once a run verifies (the GPU is back), the hardware is recorded and the drift is gone
+    stub_verify.hosts["localhost"] = report_entry(("gpu.count", "pass", "2 NVIDIA GPU(s)"))
+    fake_runner.facts["localhost"] = host_facts("2x1080ti")
+    result = cli("provision", "localhost", "--yes")
+    assert result.exit_code == 0, result.output
+    assert "hardware changed" not in result.stdout
+    # the same hardware: the baseline is not rewritten
+    assert "baseline.yml" not in fake_runner.playbooks
+
+
+def test_a_gpu_that_disappeared_asks_first_on_a_terminal(
+    cli: Invoke, fake_runner: FakeRunner, stub_verify: StubVerify, host_facts, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rig = host_facts("2x1080ti")
+    fake_runner.baselines["localhost"] = _baseline_of(rig)
+    rig["gpus"].pop(1)
+    fake_runner.facts["localhost"] = rig
+    monkeypatch.setattr(cli_module, "_interactive", lambda: True)
+    refused = cli("provision", "localhost", input="n\n")
+    assert refused.exit_code == 0, refused.output
+    assert "1 GPU(s) of the last verified run are gone (GPU GeForce GTX 1080 Ti (10de:1b06) at 0000:06:00.0)" in (
+        flat(refused.output)
+    )
+    assert "nothing was changed" in refused.stderr
+    assert "site.yml" not in fake_runner.playbooks
+    # --yes accepts without asking
+    stub_verify.hosts["localhost"] = report_entry(("gpu.count", "fail", "expected 2 NVIDIA GPU(s), PCI shows 1"))
+    taken = cli("provision", "localhost", "--yes")
+    assert "are gone" not in taken.output and "site.yml" in fake_runner.playbooks
+
+
+def test_accept_hardware_rewrites_the_inventory_and_records_the_baseline(
+    cli: Invoke, fake_runner: FakeRunner, stub_verify: StubVerify, host_facts, tmp_path: Path
+) -> None:
+    inventory = tmp_path / "hosts.yml"
+    inventory.write_text(
+        "# the lab\nall:\n  hosts:\n    rig:  # under the desk\n      ansible_host: 10.0.0.5\n"
+        "      dlsetup_expect:\n        gpu_count: 2  # two 1080 Ti\n        pcie_width_min: 16\n"
+        "        driver_branch: 580\n"
+    )
+    rig = host_facts("2x1080ti")
+    fake_runner.baselines["rig"] = _baseline_of(rig)
+    rig["gpus"].pop(1)
+    fake_runner.facts["rig"] = rig
+    stub_verify.hosts["rig"] = report_entry(("gpu.count", "pass", "1 NVIDIA GPU(s)"))
+    result = cli("provision", "rig", "-i", str(inventory), "--yes", "--accept-hardware")
+    assert result.exit_code == 0, result.output
+    text = inventory.read_text()
+    assert text.startswith("# the lab\n") and "# under the desk" in text and "# two 1080 Ti" in text
+    assert "gpu_count: 1" in text and "pcie_width_min: 16" in text and "driver_branch: 580" in text
+    (call,) = stub_verify.calls
+    assert call["expectations"]["rig"].gpu_count == 1
+    assert "rig" not in call["baselines"]  # accepted: the old baseline is not compared
+    assert fake_runner.baselines["rig"]["gpus"] == _baseline_of(rig)["gpus"]
+
+
+def test_accept_hardware_without_an_inventory_file_prints_the_block(
+    cli: Invoke, fake_runner: FakeRunner, stub_verify: StubVerify, host_facts
+) -> None:
+    fake_runner.facts["localhost"] = host_facts("h200")
+    stub_verify.hosts["localhost"] = report_entry(("gpu.count", "pass", "1 NVIDIA GPU(s)"))
+    result = cli("verify", "localhost", "--accept-hardware")
+    assert result.exit_code == 0, result.output
+    assert "localhost: the host is not from an inventory file" in flat(result.stdout)
+    assert "dlsetup_expect:" in result.stdout and "gpu_count: 1" in result.stdout
+    assert "localhost: hardware recorded as the new baseline" in result.stdout
+
+
+def test_diff_exits_9_on_drift_and_0_without(cli: Invoke, fake_runner: FakeRunner, host_facts) -> None:
+    rig = host_facts("2x1080ti")
+    fake_runner.facts["localhost"] = rig
+    result = cli("diff", "localhost")
+    assert result.exit_code == 0, result.output
+    assert "no baseline yet" in result.stdout
+    fake_runner.baselines["localhost"] = _baseline_of(rig)
+    result = cli("diff", "localhost")
+    assert result.exit_code == 0, result.output
+    assert "no change since the last verified run" in result.stdout
+    rig["gpus"][0]["pcie"]["width_current"] = 8
+    result = cli("diff", "localhost", "--format", "json")
+    assert result.exit_code == 9, result.output
+    host = json.loads(result.stdout)["hosts"]["localhost"]
+    assert host["drifted"] is True
+    assert [(c["kind"], c["subject"], c["before"], c["after"]) for c in host["changes"]] == [
+        ("link_width", "0000:05:00.0", 16, 8)
+    ]
+    assert "site.yml" not in fake_runner.playbooks and "baseline.yml" not in fake_runner.playbooks
 
 
 def test_provision_without_previous_state_reports_no_drift(cli: Invoke, fake_runner: FakeRunner, host_facts) -> None:

@@ -12,6 +12,7 @@ import pytest
 from jsonschema import Draft202012Validator
 
 from dlsetup import contracts
+from dlsetup.facts.baseline import HardwareBaseline
 from dlsetup.facts.model import HostFacts, hosts_from_dict
 from dlsetup.facts.record import HostRecord
 from dlsetup.plan.model import Plan
@@ -58,6 +59,9 @@ def test_examples_validate_against_their_schema_and_model(path: Path) -> None:
         assert Plan.from_dict(document).to_dict() == document
     elif name == "verify":
         assert VerifyReport.from_dict(document).to_dict() == document
+    elif name == "baseline":
+        baseline = HardwareBaseline.parse(document)
+        assert baseline is not None and baseline.to_dict() == document
     else:
         record = HostRecord.parse(document)
         assert record is not None and record.to_dict() == document

@@ -255,3 +255,22 @@ def test_reading_an_inventory_leaves_nothing_in_the_temp_dir(tmp_path: Path, mon
     inventory.write_text("all:\n  hosts:\n    h1:\n      ansible_host: 192.0.2.1\n")
     assert "h1" in runner.list_inventory(inventory)["_meta"]["hostvars"]
     assert list(temp.iterdir()) == []
+
+
+def test_what_a_role_reports_reaches_the_console(tmp_path, monkeypatch):
+    """A real run against localhost: a debug task's message (how the roles report package switches, Secure Boot
+    steps, container notes and reboot reasons) is one console line; other ok results make none."""
+    monkeypatch.setenv("DLSETUP_STATE_DIR", str(tmp_path / "state"))
+    playbook = tmp_path / "say.yml"
+    playbook.write_text(
+        "- hosts: all\n  gather_facts: false\n  tasks:\n    - name: Say why\n      ansible.builtin.debug:\n"
+        "        msg: >-\n          Switching to the open 580 driver:\n          removing nvidia-kernel-dkms first.\n"
+        "    - name: Quiet\n      ansible.builtin.command: 'true'\n      changed_when: false\n"
+    )
+    monkeypatch.setattr(runner.paths, "playbook", lambda name: playbook)
+    console = Console(record=True, width=400)
+    result = runner.run_playbook("say.yml", resolve_targets(["localhost"]), kind="test", on_event=Progress(console))
+    assert result.status == "successful"
+    text = console.export_text()
+    assert "  note    localhost: Switching to the open 580 driver: removing nvidia-kernel-dkms first." in text
+    assert "Quiet" in text and "localhost: Quiet" not in text

@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 
 from dlsetup import paths
+from dlsetup.facts.baseline import BASELINE_PATH, HardwareBaseline
 from dlsetup.facts.model import HostFacts
 from dlsetup.facts.record import RECORD_PATH, HostRecord
 from dlsetup.verify import checks
@@ -120,6 +121,33 @@ def _read_record(host: Any) -> HostRecord | None:
 
 
 @pytest.fixture
+def hardware_baseline(host: Any, host_name: str, host_record: HostRecord | None) -> HardwareBaseline | None:
+    """The hardware of the host's last verified run (``None``: none; or, from ``dlsetup verify
+    --accept-hardware``, not compared). Standalone, the host's baseline file, else its record's GPUs."""
+    key = (host_name, "baseline")
+    if key not in _CACHE:
+        ctx = _context_host(host_name) or {}
+        if "baseline" in ctx:
+            _CACHE[key] = HardwareBaseline.parse(ctx["baseline"]) if ctx["baseline"] is not None else None
+        else:
+            _CACHE[key] = _read_baseline(host) or (
+                HardwareBaseline.from_record(host_record) if host_record is not None and host_record.gpus else None
+            )
+    baseline: HardwareBaseline | None = _CACHE[key]
+    return baseline
+
+
+def _read_baseline(host: Any) -> HardwareBaseline | None:
+    try:
+        found = host.file(BASELINE_PATH)
+        if not found.exists:
+            return None
+        return HardwareBaseline.parse(json.loads(found.content_string))
+    except Exception:  # unreadable, not JSON: no baseline
+        return None
+
+
+@pytest.fixture
 def explicit_expectations(host: Any, host_name: str) -> Expectations:
     """What the user expects: ``--expect`` and the inventory's ``dlsetup_expect``."""
     key = (host_name, "expect")
@@ -137,12 +165,16 @@ def explicit_expectations(host: Any, host_name: str) -> Expectations:
 
 @pytest.fixture
 def expectations(
-    host_name: str, hw_facts: HostFacts, host_record: HostRecord | None, explicit_expectations: Expectations
+    host_name: str,
+    hw_facts: HostFacts,
+    host_record: HostRecord | None,
+    hardware_baseline: HardwareBaseline | None,
+    explicit_expectations: Expectations,
 ) -> Expectations:
-    """The explicit expectations, completed with the defaults of PCI and the plan record."""
+    """The explicit expectations, completed with the defaults of the baseline, PCI and the plan record."""
     key = (host_name, "expect+defaults")
     if key not in _CACHE:
-        _CACHE[key] = with_defaults(explicit_expectations, hw_facts, host_record)
+        _CACHE[key] = with_defaults(explicit_expectations, hw_facts, host_record, hardware_baseline)
         _NOTHING_CHECKED[host_name] = nothing_checked_reason(hw_facts, host_record, explicit_expectations)
     result: Expectations = _CACHE[key]
     return result
@@ -202,11 +234,14 @@ def host_checks(
     torch_probe: TorchProbe,
     jax_probe: JaxProbe,
     load_required: bool,
+    hardware_baseline: HardwareBaseline | None,
 ) -> dict[str, CheckResult]:
     """Every check of the host (:func:`dlsetup.verify.checks.evaluate`), by id; evaluated once per host."""
     key = (host_name, "checks")
     if key not in _CACHE:
-        results = checks.evaluate(hw_facts, expectations, torch_probe, jax_probe, load_required=load_required)
+        results = checks.evaluate(
+            hw_facts, expectations, torch_probe, jax_probe, load_required=load_required, baseline=hardware_baseline
+        )
         _CACHE[key] = {r.id: r for r in results}
     found: dict[str, CheckResult] = _CACHE[key]
     return found
