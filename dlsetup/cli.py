@@ -388,6 +388,12 @@ def provision(
 ) -> None:
     """Install the planned driver, CUDA and DL stack; re-runs converge; then verify."""
     tags = [t.strip() for value in tags for t in value.split(",") if t.strip()]  # --tags a,b as Ansible takes it
+    if not check and not yes and not _interactive():
+        # nobody to ask: a change needs consent given up front (a check run changes nothing and never asks)
+        raise ConfigError(
+            "provision changes hosts and there is no terminal to ask on: give --yes to apply, or --check for a dry "
+            "run; nothing was changed"
+        )
     request = commands.prepare_provision(
         hosts,
         inventory,

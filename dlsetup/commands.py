@@ -9,7 +9,10 @@ then raises it). Input problems are raised at once.
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
+import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +28,7 @@ from dlsetup.errors import (
     ConfigError,
     DlsetupError,
     DriftError,
+    HostFailedError,
     PreflightError,
     RebootRequiredError,
     RunFailedError,
@@ -56,8 +60,28 @@ EventCallback = Callable[[dict[str, Any]], None]
 # --- config -----------------------------------------------------------------------------------------------------
 
 
+def check_inventory_path(inventory: Path) -> None:
+    """The inventory is something Ansible can read: a file, a directory or an executable script, and not a loop
+    of symbolic links or a pipe that would block."""
+    try:
+        info = inventory.stat()
+    except RuntimeError:
+        raise ConfigError(f"inventory {inventory} is a loop of symbolic links") from None
+    except OSError as exc:
+        if inventory.is_symlink():
+            why = "a loop of symbolic links" if exc.errno == errno.ELOOP else f"a broken symbolic link ({exc.strerror})"
+            raise ConfigError(f"inventory {inventory} is {why}") from None
+        raise ConfigError(f"inventory {inventory} does not exist") from None
+    if not (stat.S_ISREG(info.st_mode) or stat.S_ISDIR(info.st_mode)):
+        raise ConfigError(f"inventory {inventory} is not a file or a directory (a pipe or a device cannot be read)")
+    if not os.access(inventory, os.R_OK):
+        raise ConfigError(f"inventory {inventory} cannot be read (permission denied)")
+
+
 def load_targets(hosts: Sequence[str], inventory: Path | None) -> TargetSet:
     """Resolve HOST arguments against the (validated) inventory."""
+    if inventory is not None:
+        check_inventory_path(inventory)
     listing = runner.list_inventory(inventory) if inventory is not None else None
     return resolve_targets(hosts, inventory_path=inventory, inventory=listing)
 
@@ -105,10 +129,13 @@ def gather_facts(targets: TargetSet, on_event: EventCallback | None = None) -> g
 
 
 def require_reachable(result: gather.GatherResult) -> None:
+    """Every host answered with its facts; else the first problem: unreachable (exit 3), or reached with a facts
+    module that failed (exit 10, with the module's cause)."""
     if result.errors:
         name, reason = next(iter(result.errors.items()))
         more = f" (and {len(result.errors) - 1} more host(s))" if len(result.errors) > 1 else ""
-        raise UnreachableError(f"host {name}: {reason}{more}; nothing was changed")
+        kind = HostFailedError if name in result.failed else UnreachableError
+        raise kind(f"host {name}: {reason}{more}; nothing was changed")
 
 
 @dataclass(frozen=True)
@@ -118,18 +145,22 @@ class FactsResult:
     names: list[str]
     facts: dict[str, HostFacts]
     errors: dict[str, str]
+    # the hosts of ``errors`` that were reached but whose facts module failed
+    failed: frozenset[str] = frozenset()
 
     @property
     def failure(self) -> DlsetupError | None:
         if not self.errors:
             return None
-        return UnreachableError(f"no facts from {', '.join(self.errors)}", shown=True)
+        kind = HostFailedError if all(n in self.failed for n in self.errors) else UnreachableError
+        return kind(f"no facts from {', '.join(self.errors)}", shown=True)
 
 
 def facts_command(hosts: Sequence[str], inventory: Path | None) -> FactsResult:
+    check_output_paths(None)
     targets = load_targets(hosts, inventory)
     gathered = gather_facts(targets)
-    return FactsResult(targets.names, gathered.facts, gathered.errors)
+    return FactsResult(targets.names, gathered.facts, gathered.errors, gathered.failed)
 
 
 # --- plan -------------------------------------------------------------------------------------------------------
@@ -222,6 +253,7 @@ def plan_command(
             return PlanResult({os_name: resolve_stack(request)}, {}, True)
         except DlsetupError as exc:
             return PlanResult({}, {os_name: exc}, True)
+    check_output_paths(None)
     targets = load_targets(hosts, inventory)
     pins_by_host = pins_for(targets, pin_flags)
     sources = sources_for(targets, flags)
@@ -308,16 +340,35 @@ def known_tags() -> list[str]:
     return found
 
 
+def _unwritable(directory: Path) -> str | None:
+    """Why a file cannot be created in ``directory`` (or the nearest directory above it that exists), tried for
+    real: permissions, a read-only or pseudo file system (``/proc``), a full disk; ``None`` when it can."""
+    existing = next((p for p in [directory, *directory.parents] if p.exists() or p.is_symlink()), None)
+    if existing is None:
+        return "no part of it exists"
+    if not existing.is_dir():
+        return f"{existing} is not a directory"
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".dlsetup-write-check-", dir=existing)
+    except OSError as exc:
+        return f"{existing}: {exc.strerror or exc}"
+    os.close(fd)
+    os.unlink(probe)
+    return None
+
+
 def check_output_paths(junit_xml: Path | None) -> None:
     """The files a run writes here (its log and artifacts, a JUnit report) can be written: checked up front, so a
     run that changed hosts does not end on an unwritable path."""
     wanted = [("the state directory (DLSETUP_STATE_DIR)", runner.state_dir())]
     if junit_xml is not None:
+        if junit_xml.is_dir():
+            raise ConfigError(f"--junit-xml: {junit_xml} is a directory, give a file name; nothing was changed")
         wanted.append(("--junit-xml", junit_xml.parent if str(junit_xml.parent) else Path(".")))
     for what, path in wanted:
-        existing = next((p for p in [path, *path.parents] if p.exists()), None)
-        if existing is None or not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-            raise ConfigError(f"{what}: {path} cannot be written (nearest existing: {existing}); nothing was changed")
+        why = _unwritable(path)
+        if why is not None:
+            raise ConfigError(f"{what}: {path} cannot be written ({why}); nothing was changed")
 
 
 def check_tags(tags: Sequence[str]) -> None:
@@ -606,8 +657,7 @@ def verify_command(
     """Verify the hosts against their expectations and hardware baselines. With ``accept``
     (``--accept-hardware``) the expectations are rewritten to the hardware now, the baselines are not compared,
     and the hosts that pass get their hardware recorded as the new baseline (the only time verify writes)."""
-    if accept:
-        check_output_paths(None)
+    check_output_paths(junit_xml)
     targets = load_targets(hosts, inventory)
     expectations = expectations_for(targets, expect_flags)
     gathered = gather_facts(targets)
@@ -676,6 +726,7 @@ def diff_command(
     source_flags: Mapping[str, str | None] | None = None,
 ) -> DiffResult:
     """Read-only: each host's hardware against its baseline, and the plan it would get against the applied one."""
+    check_output_paths(None)
     targets = load_targets(hosts, inventory)
     pins = pins_for(targets, pin_flags)
     sources = sources_for(targets, parse_source_flags(source_flags))

@@ -7,6 +7,8 @@ Exit codes (documented in the README and `dlsetup --help`):
   7 reboot required before continuing (run the same command again after it),
   8 preflight: a source the plan needs cannot be reached or trusted from the host (nothing was changed),
   9 drift (``dlsetup diff``): the hardware or the plan changed since the last verified baseline,
+  10 a host was reached but dlsetup's facts module failed there (the module's first error line says why, e.g. no
+     Python interpreter at the configured path),
   128 + N stopped by signal N: 130 Ctrl-C (SIGINT), 143 SIGTERM (run the same command again to converge).
 """
 
@@ -24,6 +26,7 @@ EXIT_VERIFY_FAILED = 6
 EXIT_REBOOT_REQUIRED = 7
 EXIT_PREFLIGHT = 8
 EXIT_DRIFT = 9
+EXIT_HOST_FAILED = 10
 EXIT_INTERRUPTED = 128 + signal.SIGINT  # a run stopped by signal N exits 128 + N
 
 EXIT_CODES_TEXT = (
@@ -32,6 +35,7 @@ EXIT_CODES_TEXT = (
     "7 reboot required (then run the same command again), "
     "8 a source the plan needs is unreachable or untrusted (preflight; nothing was changed), "
     "9 drifted since the last verified baseline (dlsetup diff), "
+    "10 a reachable host where the facts module failed (its error says why), "
     "130/143 interrupted (run it again to converge)."
 )
 
@@ -103,6 +107,14 @@ class UnreachableError(DlsetupError):
 
     exit_code = EXIT_UNREACHABLE
     kind = "unreachable"
+
+
+class HostFailedError(DlsetupError):
+    """A host answered, but dlsetup's facts module failed there (a missing interpreter, a broken Python): not
+    "unreachable", and the message carries the module's own first error line."""
+
+    exit_code = EXIT_HOST_FAILED
+    kind = "host_failed"
 
 
 class UnsupportedError(DlsetupError):

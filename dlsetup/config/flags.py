@@ -8,10 +8,10 @@ from dlsetup.errors import ConfigError
 
 
 def parse_key_values(flags: Sequence[str], *, option: str, example: str) -> dict[str, str]:
-    """``["gpu_count=2"]`` → ``{"gpu_count": "2"}`` (keys and values stripped; a later flag wins).
+    """``["gpu_count=2"]`` → ``{"gpu_count": "2"}`` (keys and values stripped).
 
-    A flag without ``=`` or without a key is a :class:`~dlsetup.errors.ConfigError` naming ``option`` and showing
-    ``example``.
+    A flag without ``=`` or without a key, and a key given twice with different values, is a
+    :class:`~dlsetup.errors.ConfigError` naming ``option`` and showing ``example`` (the same value twice is fine).
     """
     values: dict[str, str] = {}
     for flag in flags:
@@ -19,5 +19,10 @@ def parse_key_values(flags: Sequence[str], *, option: str, example: str) -> dict
         key = key.strip()
         if not sep or not key:
             raise ConfigError(f"{option} {flag!r}: expected KEY=VALUE, e.g. {option} {example}")
-        values[key] = value.strip()
+        value = value.strip()
+        if key in values and values[key] != value:
+            raise ConfigError(
+                f"{option} {key} given twice with different values ({values[key]!r} and {value!r}): give it once"
+            )
+        values[key] = value
     return values

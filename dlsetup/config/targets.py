@@ -97,8 +97,17 @@ def parse_adhoc(spec: str) -> Target:
         if not 0 < port < 65536:
             raise ConfigError(f"invalid port in host {spec!r}: {port}")
         hostvars["ansible_port"] = port
-    # ':' in an inventory host name reads as a port in YAML inventories: keep names plain.
-    name = host if "ansible_port" not in hostvars else f"{host}_{hostvars['ansible_port']}"
+    # ':' in a host name reads as a port in YAML inventories and as a separator in Ansible's host patterns: an
+    # IPv6 address is named by its groups (ipv6-0-0-0-0-0-0-0-1), and a port is appended as _PORT.
+    name = host
+    if ":" in host:
+        try:
+            groups = ipaddress.IPv6Address(host).exploded.split(":")
+        except ValueError:
+            raise ConfigError(f"invalid host {spec!r}: {host!r} is not an IPv6 address") from None
+        name = "ipv6-" + "-".join(f"{int(g, 16):x}" for g in groups)
+    if "ansible_port" in hostvars:
+        name = f"{name}_{hostvars['ansible_port']}"
     return Target(name, hostvars)
 
 
@@ -131,8 +140,10 @@ def resolve_targets(
     groups: dict[str, list[str]] = {}
     hostvars: dict[str, dict[str, Any]] = {}
     if inventory is not None:
-        hostvars = {k: dict(v) for k, v in inventory.get("_meta", {}).get("hostvars", {}).items()}
         groups = _group_members(inventory)
+        # a host without variables of its own is only in its groups' lists, not under _meta.hostvars
+        hostvars = {name: {} for name in groups.get("all", [])}
+        hostvars.update({k: dict(v) for k, v in inventory.get("_meta", {}).get("hostvars", {}).items()})
     targets: dict[str, Target] = {}
     for raw in specs:
         for spec in (s.strip() for s in raw.split(",")):
@@ -191,4 +202,9 @@ def _group_members(inventory: Mapping[str, Any]) -> dict[str, list[str]]:
             hosts.extend(h for h in members(child, seen) if h not in hosts)
         return hosts
 
-    return {g: members(g, set()) for g in inventory if g != "_meta"}
+    # a group without hosts is only named in its parent's children
+    names = [g for g in inventory if g != "_meta"]
+    for entry in list(inventory.values()):
+        if isinstance(entry, Mapping):
+            names += [c for c in entry.get("children", []) if c not in names]
+    return {g: members(g, set()) for g in names}

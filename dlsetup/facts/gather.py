@@ -32,6 +32,8 @@ class GatherResult:
     # the hardware of each host's last verified run: the host's own baseline, else the controller's copy, else
     # what an older provision's record says of its GPUs
     baselines: dict[str, HardwareBaseline] = field(default_factory=dict)
+    # the hosts of ``errors`` that were reached, where the facts module failed (not unreachable)
+    failed: frozenset[str] = frozenset()
 
 
 def gather(targets: TargetSet, on_event: runner.EventCallback | None = None) -> GatherResult:
@@ -39,24 +41,27 @@ def gather(targets: TargetSet, on_event: runner.EventCallback | None = None) -> 
     run = runner.run_playbook("facts.yml", targets, on_event=on_event, kind="facts")
     facts: dict[str, HostFacts] = {}
     errors: dict[str, str] = {}
+    failed: set[str] = set()
     for name in targets.names:
         if name in run.unreachable:
             errors[name] = f"unreachable: {run.unreachable[name]}"
             continue
         results = run.task_results(name, FACTS_ACTION)
         if not results:
-            failed = run.failed_tasks.get(name)
-            reason = failed[0][1] if failed else "the facts task did not run"
-            errors[name] = f"facts failed: {reason}"
+            failures = run.failed_tasks.get(name)
+            reason = failures[0][1] if failures else "the facts task did not run"
+            errors[name] = f"reached, but the facts module failed: {reason}"
+            failed.add(name)
             continue
         raw = (results[-1].get("ansible_facts") or {}).get("dlsetup_hw")
         try:
             facts[name] = HostFacts.from_dict(raw)
         except DlsetupError as exc:
             errors[name] = f"facts malformed: {exc}"
+            failed.add(name)
     previous = {name: record for name in facts if (record := _previous_record(run, name)) is not None}
     baselines = {name: found for name in facts if (found := _baseline(run, name, previous.get(name))) is not None}
-    return GatherResult(facts, errors, run, previous, baselines)
+    return GatherResult(facts, errors, run, previous, baselines, frozenset(failed))
 
 
 def _slurped(run: runner.RunResult, host: str, task: str) -> object:

@@ -215,8 +215,10 @@ def test_facts_table_reports_an_unreachable_host(cli: Invoke, fake_runner: FakeR
 
 def test_facts_of_a_host_whose_facts_task_did_not_run(cli: Invoke, fake_runner: FakeRunner) -> None:
     result = cli("facts", "localhost", "--format", "json")  # the fake returns no task result for it
-    assert result.exit_code == 3
-    assert json.loads(result.stdout)["errors"] == {"localhost": "facts failed: the facts task did not run"}
+    assert result.exit_code == 10
+    assert json.loads(result.stdout)["errors"] == {
+        "localhost": "reached, but the facts module failed: the facts task did not run"
+    }
 
 
 def test_malformed_facts_are_reported_not_rendered(cli: Invoke, fake_runner: FakeRunner, host_facts) -> None:
@@ -224,7 +226,7 @@ def test_malformed_facts_are_reported_not_rendered(cli: Invoke, fake_runner: Fak
     del facts["gpus"][0]["pcie"]
     fake_runner.facts["localhost"] = facts
     result = cli("facts", "localhost", "--format", "json")
-    assert result.exit_code == 3
+    assert result.exit_code == 10  # reached: its facts module answered, wrongly
     assert json.loads(result.stdout) == {
         "hosts": {},
         "errors": {"localhost": "facts malformed: gpus[0]: missing pcie"},
@@ -746,16 +748,32 @@ def test_provision_no_verify(cli: Invoke, fake_runner: FakeRunner, stub_verify: 
     assert stub_verify.calls == []
 
 
-def test_provision_without_yes_on_a_pipe_does_not_prompt(
-    cli: Invoke, fake_runner: FakeRunner, stub_verify: StubVerify, host_facts
+def test_provision_without_yes_and_without_a_terminal_refuses_before_anything_runs(
+    cli: Invoke, fake_runner: FakeRunner, host_facts
 ) -> None:
-    # stdin is not a terminal under CliRunner: no question is asked (automation), the run goes ahead
+    # stdin is not a terminal under CliRunner: nobody can answer, so there is no consent, and a piped "y" is none
     fake_runner.facts["localhost"] = host_facts("h200")
-    stub_verify.hosts["localhost"] = report_entry(("gpu.count", "pass", "1 NVIDIA GPU(s)"))
-    result = cli("provision", "localhost")
-    assert result.exit_code == 0, result.output
-    assert "Apply this plan?" not in result.output
+    result = cli("provision", "localhost", input="y\n")
+    assert result.exit_code == 2, result.output
+    assert one_error_line(result) == (
+        "error: provision changes hosts and there is no terminal to ask on: give --yes to apply, or --check for a "
+        "dry run; nothing was changed"
+    )
+    assert fake_runner.playbooks == []
+    # a check run changes nothing: it never asks and needs no --yes
+    assert cli("provision", "localhost", "--check").exit_code == 0
     assert "site.yml" in fake_runner.playbooks
+
+
+def test_provision_on_a_terminal_asks_and_a_no_changes_nothing(
+    cli: Invoke, fake_runner: FakeRunner, host_facts, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake_runner.facts["localhost"] = host_facts("h200")
+    monkeypatch.setattr(cli_module, "_interactive", lambda: True)
+    result = cli("provision", "localhost", input="n\n")
+    assert result.exit_code == 0, result.output
+    assert "Apply this plan?" in result.output and "nothing was changed" in result.stderr
+    assert "site.yml" not in fake_runner.playbooks
 
 
 def test_provision_names_hardware_drift_against_an_older_record(
@@ -952,6 +970,24 @@ def test_real_verify_localhost(cli: Invoke) -> None:
     assert all(c["status"] != "fail" for c in entry["checks"])
 
 
+def test_real_host_without_its_interpreter_is_reached_but_failed(cli: Invoke, tmp_path: Path) -> None:
+    """A real run against this machine with an inventory naming a Python that does not exist: the host is
+    reached (the local connection works), so it is not "unreachable": exit 10, with the module's own cause."""
+    inventory = tmp_path / "hosts.yml"
+    inventory.write_text(
+        "all:\n  hosts:\n    here:\n      ansible_connection: local\n"
+        "      ansible_python_interpreter: /nonexistent/bin/python3\n"
+    )
+    result = cli("facts", "-i", str(inventory), "here", "--format", "json")
+    assert result.exit_code == 10, result.output
+    error = json.loads(result.stdout)["errors"]["here"]
+    assert error.startswith("reached, but the facts module failed: ")
+    assert "/nonexistent/bin/python3" in error and "unreachable" not in error
+    provision = cli("provision", "-i", str(inventory), "here", "--check")
+    assert provision.exit_code == 10, provision.output
+    assert "/nonexistent/bin/python3" in one_error_line(provision)
+
+
 # preflight: the plan's sources are checked from the host before anything is changed
 
 
@@ -1044,4 +1080,92 @@ def test_an_unwritable_output_path_is_refused_before_anything_runs(
     result = cli("provision", "localhost", "--check", "--junit-xml", str(blocker / "reports" / "verify.xml"))
     assert result.exit_code == 2
     assert fake_runner.playbooks == []
-    assert result.stderr.startswith(f"error: --junit-xml: {blocker}/reports cannot be written (nearest existing: ")
+    assert result.stderr == (
+        f"error: --junit-xml: {blocker}/reports cannot be written ({blocker} is not a directory); nothing was changed\n"
+    )
+
+
+@pytest.mark.parametrize("command", ["facts", "verify", "plan", "diff", "provision"])
+def test_a_state_directory_that_cannot_be_written_is_bad_input(
+    cli: Invoke, fake_runner: FakeRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: str
+) -> None:
+    blocker = tmp_path / "state-is-a-file"
+    blocker.write_text("")
+    monkeypatch.setenv("DLSETUP_STATE_DIR", str(blocker))
+    args = ["--check"] if command == "provision" else []
+    result = cli(command, "localhost", *args)
+    assert result.exit_code == 2, result.output
+    assert one_error_line(result) == (
+        f"error: the state directory (DLSETUP_STATE_DIR): {blocker} cannot be written ({blocker} is not a "
+        "directory); nothing was changed"
+    )
+    assert fake_runner.playbooks == []
+
+
+def test_a_junit_path_on_a_pseudo_file_system_is_refused_up_front(cli: Invoke, fake_runner: FakeRunner) -> None:
+    result = cli("verify", "localhost", "--junit-xml", "/proc/x")
+    assert result.exit_code == 2, result.output
+    assert one_error_line(result).startswith("error: --junit-xml: /proc cannot be written (/proc: ")
+    assert fake_runner.playbooks == []
+
+
+@pytest.mark.parametrize(
+    ("option", "first", "second", "key"),
+    [("--expect", "gpu_count=2", "gpu_count=1", "gpu_count"), ("--pin", "driver_branch=580", "driver_branch=535",
+     "driver_branch")],
+)  # fmt: skip
+def test_an_option_given_twice_with_different_values_is_refused(
+    cli: Invoke, fake_runner: FakeRunner, option: str, first: str, second: str, key: str
+) -> None:
+    result = cli("provision", "localhost", "--check", option, first, option, second)
+    assert result.exit_code == 2, result.output
+    old, new = first.split("=")[1], second.split("=")[1]
+    assert one_error_line(result) == (
+        f"error: {option} {key} given twice with different values ({old!r} and {new!r}): give it once"
+    )
+    assert fake_runner.playbooks == []
+    # the same value twice is what was meant
+    assert cli("provision", "localhost", "--check", option, first, option, first).exit_code != 2
+
+
+# -- hosts and inventories as Ansible reads them ------------------------------------------------------------------
+INVENTORY_WITH_BARE_HOSTS = "all:\n  hosts:\n    bare:\n  children:\n    empty: {}\n    rigs:\n      hosts:\n        rig-1:\n"
+
+
+def test_a_host_without_variables_and_an_empty_group(cli: Invoke, fake_runner: FakeRunner, tmp_path: Path) -> None:
+    inventory = tmp_path / "hosts.yml"
+    inventory.write_text(INVENTORY_WITH_BARE_HOSTS)
+    fake_runner.unreachable.update({"bare": SSH_FAILURE, "rig-1": SSH_FAILURE})
+    for name in ("bare", "rig-1", "rigs"):  # known: they reach the facts run (and are unreachable there)
+        result = cli("facts", "-i", str(inventory), name)
+        assert result.exit_code == 3, result.output
+    empty = cli("facts", "-i", str(inventory), "empty")
+    assert empty.exit_code == 2
+    assert one_error_line(empty) == f"error: group 'empty' in {inventory} has no hosts"
+
+
+def test_inventories_that_cannot_be_read(cli: Invoke, fake_runner: FakeRunner, tmp_path: Path) -> None:
+    (tmp_path / "loop-a").symlink_to(tmp_path / "loop-b")
+    (tmp_path / "loop-b").symlink_to(tmp_path / "loop-a")
+    os.mkfifo(tmp_path / "fifo")
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
+    cases = {
+        "loop-a": "is a loop of symbolic links",
+        "fifo": "is not a file or a directory (a pipe or a device cannot be read)",
+        "dangling": "is a broken symbolic link (No such file or directory)",
+        "missing.yml": "does not exist",
+    }
+    for name, why in cases.items():
+        result = cli("facts", "-i", str(tmp_path / name), "rig-1")
+        assert result.exit_code == 2, (name, result.output)
+        assert one_error_line(result) == f"error: inventory {tmp_path / name} {why}"
+    assert fake_runner.playbooks == []
+
+
+def test_an_ipv6_address_with_a_port_is_one_host(cli: Invoke, fake_runner: FakeRunner) -> None:
+    fake_runner.unreachable["ipv6-0-0-0-0-0-0-0-1_2222"] = SSH_FAILURE
+    result = cli("facts", "root@[::1]:2222", "--format", "json")
+    assert result.exit_code == 3, result.output
+    assert json.loads(result.stdout)["errors"] == {"ipv6-0-0-0-0-0-0-0-1_2222": f"unreachable: {SSH_FAILURE}"}
+    (call,) = fake_runner.calls
+    assert call.hosts == ["ipv6-0-0-0-0-0-0-0-1_2222"]
