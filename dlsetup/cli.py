@@ -7,6 +7,7 @@ one line and their exit code, the only place where the process ends otherwise th
 from __future__ import annotations
 
 import functools
+import importlib.metadata
 import getpass
 import json
 import signal
@@ -35,6 +36,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
 out = Console(highlight=False)
 # soft_wrap: an error stays one line however narrow the terminal
@@ -160,14 +162,28 @@ def _end(failure: DlsetupError | None, *, quiet: bool = False) -> None:
 
 def _version(value: bool) -> None:
     if value:
-        out.print(f"dlsetup {__version__}")
+        try:
+            ansible = importlib.metadata.version("ansible-core")
+        except importlib.metadata.PackageNotFoundError:
+            ansible = "not installed"
+        python = ".".join(map(str, sys.version_info[:3]))
+        out.print(f"dlsetup {__version__} (ansible-core {ansible}, Python {python})")
         raise typer.Exit()
 
 
 @app.callback()
 def main_options(
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
-    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Show version.")] = False,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            "-V",
+            callback=_version,
+            is_eager=True,
+            help="Show the versions of dlsetup, ansible-core, Python.",
+        ),
+    ] = False,
 ) -> None:
     STATE["debug"] = debug
 

@@ -7,8 +7,10 @@ Facts come from ``collector.collect()`` over the committed fake hosts; ``run_pla
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
+import sys
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -90,9 +92,18 @@ def inventory(tmp_path: Path) -> Path:
 
 
 def test_version(cli: Invoke) -> None:
-    result = cli("--version")
-    assert result.exit_code == 0
-    assert result.stdout.strip() == f"dlsetup {__version__}"
+    ansible = importlib.metadata.version("ansible-core")
+    python = ".".join(map(str, sys.version_info[:3]))
+    for flag in ("--version", "-V"):
+        result = cli(flag)
+        assert result.exit_code == 0
+        assert result.stdout.strip() == f"dlsetup {__version__} (ansible-core {ansible}, Python {python})"
+
+
+def test_short_help(cli: Invoke) -> None:
+    for args in (["-h"], ["diff", "-h"]):
+        result = cli(*args)
+        assert result.exit_code == 0 and "Usage: " in result.stdout and "[OPTIONS]" in result.stdout, result.stdout
 
 
 def test_no_arguments_shows_help(cli: Invoke) -> None:
