@@ -1,23 +1,22 @@
 """The one place that talks to ansible-runner.
 
 Results are read from runner events and ``.stats``, never from Ansible's stdout. Every run gets its own
-private data directory under the state dir (``$DLSETUP_STATE_DIR`` or ``~/.local/state/dlsetup``) so its
-log (``artifacts/*/stdout``) and events stay for the user to read.
+private data directory under the state dir (``$DLSETUP_STATE_DIR`` or ``~/.local/state/dlsetup``;
+:mod:`dlsetup.run.rundir` owns them) so its log (``artifacts/*/stdout``) and events stay for the user to read,
+redacted (:mod:`dlsetup.run.redact`): no password, token or vaulted value of the inventory, the environment or
+``-K`` is written there.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
 import shutil
-import signal
+import subprocess
 import sys
-import tempfile
-import threading
-import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+import uuid
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -27,9 +26,25 @@ import yaml
 
 from dlsetup import paths
 from dlsetup.config.targets import TargetSet
-from dlsetup.errors import ConfigError, DlsetupError, InterruptedRunError
+from dlsetup.errors import ConfigError, DlsetupError
+from dlsetup.run import redact, rundir, signals
+from dlsetup.run.rundir import KEEP_RUNS, new_run_dir, release_run_dir, state_dir
 
-KEEP_RUNS = 30
+# the run directories are rundir's; commands and tests reach them through the runner
+__all__ = [
+    "KEEP_RUNS",
+    "EventCallback",
+    "FailedTask",
+    "HostStats",
+    "RunResult",
+    "failure_line",
+    "list_inventory",
+    "new_run_dir",
+    "release_run_dir",
+    "run_playbook",
+    "state_dir",
+]
+
 BECOME_PROMPT = r"^BECOME password.*:\s*?$"
 EventCallback = Callable[[dict[str, Any]], None]
 
@@ -87,26 +102,6 @@ class RunResult:
         return value
 
 
-def state_dir() -> Path:
-    base = os.environ.get("DLSETUP_STATE_DIR")
-    if base:
-        return Path(base)
-    xdg = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(xdg) / "dlsetup"
-
-
-def new_run_dir(kind: str) -> Path:
-    runs = state_dir() / "runs"
-    runs.mkdir(parents=True, exist_ok=True)
-    # oldest first by creation order (names can tie within one second)
-    old = sorted((p for p in runs.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime_ns)
-    for stale in old[: max(0, len(old) - KEEP_RUNS + 1)]:
-        shutil.rmtree(stale, ignore_errors=True)
-    # unique even for two runs of one kind within a second; mkdtemp makes it 0700 (the event log holds host
-    # variables)
-    return Path(tempfile.mkdtemp(prefix=f"{time.strftime('%Y%m%d-%H%M%S')}-{kind}-", dir=runs))
-
-
 def _ensure_ansible_on_path() -> None:
     """ansible-runner looks up ansible-playbook/ansible-inventory on this process's PATH: make sure the ones
     installed next to dlsetup's interpreter are found even when its venv is not activated."""
@@ -117,29 +112,31 @@ def _ensure_ansible_on_path() -> None:
 
 
 def list_inventory(path: Path) -> dict[str, Any]:
-    """``ansible-inventory --list`` for the user's inventory; a broken inventory is a ConfigError."""
+    """``ansible-inventory --list`` for the user's inventory; a broken inventory is a ConfigError.
+
+    Run as a plain child, not through ansible-runner: the listing holds every variable of the inventory
+    (passwords too), and ansible-runner would keep it in ``artifacts/*/stdout`` of a private data dir (one of
+    its own, ``/tmp/.ansible-runner-*``, left behind, when none is given).
+    """
     _ensure_ansible_on_path()
     if not path.exists():
         raise ConfigError(f"inventory {path} does not exist")
-    # a private data dir of our own: without one ansible-runner makes /tmp/.ansible-runner-* and leaves it there
-    with tempfile.TemporaryDirectory(prefix="dlsetup-inventory-") as private:
-        out, err = ansible_runner.get_inventory(
-            action="list",
-            inventories=[str(path.resolve())],
-            response_format="json",
-            quiet=True,
-            envvars=paths.ansible_env(),
-            private_data_dir=private,
-        )
-    if not out:
+    env = {**os.environ, **paths.ansible_env(), "ANSIBLE_VERBOSITY": "0"}
+    program = shutil.which("ansible-inventory", path=env["PATH"]) or "ansible-inventory"
+    rc, out, err = signals.run_child(
+        [program, "--list", "-i", str(path.resolve())],
+        what=f"reading the inventory {path}",
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    if rc != 0 or not (out or "").strip():
         reason = _first_error_line(err) or "ansible-inventory returned nothing"
         raise ConfigError(f"invalid inventory {path}: {reason}")
-    if isinstance(out, dict):
-        return out
     try:
-        return dict(json.loads(out))
-    except json.JSONDecodeError:
-        raise ConfigError(f"invalid inventory {path}: {_first_error_line(err) or out[:200]}") from None
+        return dict(json.loads(out or ""))
+    except (json.JSONDecodeError, TypeError, ValueError):
+        raise ConfigError(f"invalid inventory {path}: {_first_error_line(err) or (out or '')[:200]}") from None
 
 
 def _first_error_line(text: str | None) -> str:
@@ -157,36 +154,11 @@ def _inventory_sources(targets: TargetSet, run_dir: Path) -> list[str]:
     adhoc = targets.adhoc_inventory()
     if adhoc:
         inv_dir = run_dir / "inventory"
-        inv_dir.mkdir(exist_ok=True)
+        inv_dir.mkdir(mode=0o700, exist_ok=True)
         adhoc_path = inv_dir / "dlsetup-hosts.yml"
-        adhoc_path.write_text(yaml.safe_dump(adhoc, sort_keys=False))
+        redact.write_private(adhoc_path, yaml.safe_dump(adhoc, sort_keys=False))
         sources.append(str(adhoc_path))
     return sources
-
-
-@contextlib.contextmanager
-def _stop_on_signal() -> Iterator[list[int]]:
-    """While a playbook runs, SIGINT and SIGTERM are recorded in the list yielded instead of acted on at once.
-
-    The list is ansible-runner's cancel callback: ansible-runner then kills ansible-playbook's process group and
-    the run ends as "canceled". Without a callback of ours, ansible-runner installs handlers of its own for both
-    signals and never restores them: an interrupted run surfaced as an internal error (exit 1), and a Ctrl-C
-    after the first run (planning, verify) was ignored.
-    """
-    received: list[int] = []
-    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
-        yield received
-        return
-
-    def record(signum: int, frame: object) -> None:
-        received.append(signum)
-
-    previous = {signum: signal.signal(signum, record) for signum in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield received
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
 
 
 def run_playbook(
@@ -207,21 +179,41 @@ def run_playbook(
 
     ``host_extravars`` become host variables in an extra inventory source (per-host plans), so
     every host in one run can get its own plan without recomputation in Jinja.
+
+    What the run leaves in its directory is redacted (:mod:`dlsetup.run.redact`): events as they are written,
+    ansible-runner's ``command`` (the whole environment) as soon as it is, our log from the redacted events, and
+    the whole directory once more at the end; its temp files (``TMPDIR``, Ansible's local temp) live in
+    ``tmp/`` of the run directory and go with the run.
     """
     _ensure_ansible_on_path()
     run_dir = new_run_dir(kind)
+    envvars = paths.ansible_env()
+    secrets = redact.Secrets.collect(
+        {**os.environ, **envvars},
+        dict(targets.inventory_hostvars),
+        targets.adhoc_inventory(),
+        dict(extravars or {}),
+        {h: dict(v) for h, v in (host_extravars or {}).items()},
+        values=[become_password],
+    )
     sources = _inventory_sources(targets, run_dir)
     if host_extravars:
         per_host = run_dir / "inventory" / "dlsetup-plans.yml"
-        per_host.parent.mkdir(exist_ok=True)
-        per_host.write_text(
-            yaml.safe_dump({"all": {"hosts": {h: dict(v) for h, v in host_extravars.items()}}}, sort_keys=False)
+        per_host.parent.mkdir(mode=0o700, exist_ok=True)
+        redact.write_private(
+            per_host,
+            yaml.safe_dump({"all": {"hosts": {h: dict(v) for h, v in host_extravars.items()}}}, sort_keys=False),
         )
         sources.append(str(per_host))
     result = RunResult(status="unknown", rc=-1, run_dir=run_dir)
+    ident = uuid.uuid4().hex
+    log = _RunLog(run_dir / "artifacts" / ident, secrets)
 
     def handle(event: dict[str, Any]) -> bool:
-        _collect(result, event)
+        raw = dict(event)  # redaction rebuilds what it changes: the values under raw stay Ansible's
+        redact.redact_event(event, secrets)  # ansible-runner writes the event as the handler leaves it
+        _collect(result, raw, event)
+        log.write(event)
         if on_event is not None:
             on_event(event)
         return True
@@ -236,30 +228,39 @@ def run_playbook(
         # answered through ansible-runner's pexpect prompt handling: never written to the run dir or a log
         cmdline.append("--ask-become-pass")
         passwords[BECOME_PROMPT] = become_password
-    with _stop_on_signal() as signals:
-        runner = ansible_runner.run(
-            private_data_dir=str(run_dir),
-            playbook=str(paths.playbook(playbook)),
-            inventory=sources,
-            limit=",".join(targets.names),
-            extravars=dict(extravars or {}),
-            envvars=paths.ansible_env(),
-            cmdline=" ".join(cmdline) or None,
-            tags=",".join(tags) or None,
-            forks=forks or max(5, len(targets.names)),
-            quiet=True,
-            event_handler=handle,
-            suppress_env_files=True,
-            passwords=passwords or None,
-            cancel_callback=lambda: bool(signals),
-        )
+    try:
+        with rundir.scratch(run_dir) as scratch, signals.deferred_signals() as received:
+            runner = ansible_runner.run(
+                private_data_dir=str(run_dir),
+                ident=ident,
+                playbook=str(paths.playbook(playbook)),
+                inventory=sources,
+                limit=",".join(targets.names),
+                extravars=dict(extravars or {}),
+                envvars={**envvars, **rundir.scratch_env(scratch)},
+                cmdline=" ".join(cmdline) or None,
+                tags=",".join(tags) or None,
+                forks=forks or max(5, len(targets.names)),
+                quiet=True,
+                event_handler=handle,
+                status_handler=log.status,
+                suppress_env_files=True,
+                # our log is written from the redacted events; ansible-runner's would hold the raw output
+                suppress_output_file=True,
+                # Ansible's jsonfile fact cache would keep every host's facts (its environment too) on disk
+                fact_cache_type="memory",
+                passwords=passwords or None,
+                cancel_callback=lambda: bool(received),
+            )
+    finally:
+        log.close()
+        redact.redact_tree(run_dir, secrets, skip=[rundir.LOCK_NAME])
     result.status = str(runner.status)
     result.rc = int(runner.rc if runner.rc is not None else -1)
-    if signals:
-        raise InterruptedRunError(
-            signals[0],
-            f"{signal.Signals(signals[0]).name} stopped the {kind} run on {', '.join(targets.names)}; "
-            f"log: {result.log_path}",
+    if received:
+        raise signals.interrupted(
+            received[0],
+            f"the {kind} run on {', '.join(targets.names)}; log: {result.log_path}",
             hint="a task already started on a host may still finish there; run the same command again to converge",
         )
     for host, stat in _stats(runner.stats).items():
@@ -267,6 +268,42 @@ def run_playbook(
     if result.status not in {"successful", "failed"} and not result.stats:
         raise DlsetupError(f"ansible run {result.status} (rc {result.rc}); log: {result.log_path}")
     return result
+
+
+class _RunLog:
+    """The run's log, ``artifacts/<ident>/stdout``, written from the redacted events' text; and the redaction of
+    ansible-runner's ``command`` (the command line and the whole environment) as soon as it is written."""
+
+    def __init__(self, artifact_dir: Path, secrets: redact.Secrets) -> None:
+        self.artifact_dir = artifact_dir
+        self.secrets = secrets
+        self._handle: Any = None
+
+    def status(self, data: Mapping[str, Any], runner_config: Any = None) -> None:
+        # "running" comes after ansible-runner wrote artifacts/<ident>/command and before it starts the child
+        if data.get("status") == "running":
+            command = self.artifact_dir / "command"
+            if command.exists():
+                redact.redact_file(command, self.secrets)
+            self._open()
+
+    def _open(self) -> None:
+        if self._handle is None:
+            self.artifact_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            fd = os.open(self.artifact_dir / "stdout", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            self._handle = os.fdopen(fd, "a", encoding="utf-8")
+
+    def write(self, event: Mapping[str, Any]) -> None:
+        text = event.get("stdout")
+        if isinstance(text, str) and text:
+            self._open()
+            self._handle.write(text + "\n")
+            self._handle.flush()
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
 
 
 def _stats(raw: Mapping[str, Any] | None) -> dict[str, HostStats]:
@@ -287,7 +324,10 @@ def _stats(raw: Mapping[str, Any] | None) -> dict[str, HostStats]:
     }
 
 
-def _collect(result: RunResult, event: Mapping[str, Any]) -> None:
+def _collect(result: RunResult, event: Mapping[str, Any], shown: Mapping[str, Any] | None = None) -> None:
+    """Keep the results of ``event`` (its values as Ansible gave them: facts are read from them) and the causes of
+    failures as ``shown`` (the redacted event, which is what the console and the run's files get)."""
+    shown = event if shown is None else shown
     name = event.get("event", "")
     data = event.get("event_data") or {}
     host = data.get("host")
@@ -299,10 +339,15 @@ def _collect(result: RunResult, event: Mapping[str, Any]) -> None:
     if name == "runner_on_ok":
         result.results.setdefault(host, []).append((task, action, dict(res)))
     elif name == "runner_on_failed" and not data.get("ignore_errors"):
-        failed = FailedTask(task, failure_line(res), action, _event_file(result.run_dir, event))
+        failed = FailedTask(task, failure_line(_res(shown)), action, _event_file(result.run_dir, event))
         result.failed_tasks.setdefault(host, []).append(failed)
     elif name == "runner_on_unreachable":
-        result.unreachable[host] = failure_line(res)
+        result.unreachable[host] = failure_line(_res(shown))
+
+
+def _res(event: Mapping[str, Any]) -> Mapping[str, Any]:
+    res = (event.get("event_data") or {}).get("res")
+    return res if isinstance(res, Mapping) else {}
 
 
 def _event_file(run_dir: Path, event: Mapping[str, Any]) -> Path | None:

@@ -3,6 +3,13 @@
 Facts and expectations (with where each came from) are handed to the suite in a context file; the suite reads the
 record of the last provision on the host itself, and writes the per-host report (verdict, counts, every check) to a
 report file, which becomes the :class:`~dlsetup.verify.report.VerifyReport`. JUnit XML comes from pytest itself.
+
+The hosts and their variables reach the suite (testinfra's ``ansible-inventory`` and ``ansible``) through the
+environment of pytest, not a file: ``verify-inventory`` is an inventory script that prints
+``$DLSETUP_VERIFY_INVENTORY``, so an ``ansible_become_password`` or ``ansible_ssh_pass`` of the inventory still
+connects and is written nowhere. What the suite leaves in the work directory is redacted like a run's
+(:mod:`dlsetup.run.redact`); its temp files live in ``tmp/`` there, removed at the end; a SIGINT or SIGTERM
+stops pytest too (:func:`dlsetup.run.signals.run_child`).
 """
 
 from __future__ import annotations
@@ -14,7 +21,6 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-import yaml
 from pydantic import ValidationError
 
 from dlsetup import paths
@@ -22,8 +28,16 @@ from dlsetup.config.targets import TargetSet
 from dlsetup.errors import DlsetupError
 from dlsetup.facts.baseline import HardwareBaseline
 from dlsetup.facts.model import HostFacts
+from dlsetup.run import redact, rundir, signals
 from dlsetup.verify.expect import Expectations
 from dlsetup.verify.report import HostReport, VerifyReport
+
+# prints the inventory given in the environment (Ansible's script inventory: --list, --host NAME)
+_INVENTORY_SCRIPT = """#!/bin/sh
+# dlsetup verify: the hosts and their variables come from DLSETUP_VERIFY_INVENTORY, the environment of this
+# verify run, so that no password of the inventory is written to disk.
+if [ "$1" = "--host" ]; then echo '{}'; else printf '%s\\n' "$DLSETUP_VERIFY_INVENTORY"; fi
+"""
 
 
 def run_suite(
@@ -39,10 +53,10 @@ def run_suite(
 ) -> VerifyReport:
     """Run the suite against the hosts in ``facts`` (already gathered) and return the per-host report."""
     names = [n for n in targets.names if n in facts]
-    work_dir.mkdir(parents=True, exist_ok=True)
+    work_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     context_path = work_dir / "verify-context.json"
     report_path = work_dir / "verify-report.json"
-    inventory_path = work_dir / "verify-inventory.yml"
+    inventory_path = work_dir / "verify-inventory"
     log_path = work_dir / "verify.log"
     context = {
         "load": load,
@@ -58,8 +72,13 @@ def run_suite(
             for n in names
         },
     }
-    context_path.write_text(json.dumps(context))
-    inventory_path.write_text(yaml.safe_dump(targets.inventory_for_all(), sort_keys=False))
+    inventory = targets.inventory_for_all()["all"]["hosts"]
+    listing = json.dumps({"all": {"hosts": list(inventory)}, "_meta": {"hostvars": inventory}})
+    env = dict(os.environ)
+    env.update(paths.ansible_env())
+    secrets = redact.Secrets.collect(env, dict(targets.inventory_hostvars), inventory)
+    redact.write_private(context_path, json.dumps(secrets.redact(context)))
+    redact.write_private(inventory_path, _INVENTORY_SCRIPT, mode=0o700)
     suite = paths.verify_suite_dir()
     cmd = [
         sys.executable, "-m", "pytest", str(suite),
@@ -70,17 +89,34 @@ def run_suite(
     ]  # fmt: skip
     if junit_xml is not None:
         cmd += ["--junit-xml", str(junit_xml)]
-    env = dict(os.environ)
-    env.update(paths.ansible_env())
-    env.update({"DLSETUP_VERIFY_CONTEXT": str(context_path), "DLSETUP_VERIFY_REPORT": str(report_path)})
-    with log_path.open("w") as log:
-        proc = subprocess.run(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, check=False)
-    if proc.returncode not in (0, 1) or not report_path.exists():
-        raise DlsetupError(
-            f"the verification suite could not run (pytest exit code {proc.returncode}); log: {log_path}"
-        )
+    env.update(
+        {
+            "DLSETUP_VERIFY_CONTEXT": str(context_path),
+            "DLSETUP_VERIFY_REPORT": str(report_path),
+            "DLSETUP_VERIFY_INVENTORY": listing,
+            # only our script: an ansible.cfg's choice of inventory plugins must not turn it away
+            "ANSIBLE_INVENTORY_ENABLED": "script",
+        }
+    )
     try:
-        written = VerifyReport.from_dict(json.loads(report_path.read_text()))
+        with rundir.scratch(work_dir) as scratch:
+            env.update(rundir.scratch_env(scratch))
+            fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as log:
+                returncode, _, _ = signals.run_child(
+                    cmd,
+                    what=f"the verification suite on {', '.join(names)}; log: {log_path}",
+                    env=env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
+        written_text = report_path.read_text() if report_path.exists() else None
+    finally:
+        redact.redact_tree(work_dir, secrets, skip=[rundir.LOCK_NAME])
+    if returncode not in (0, 1) or written_text is None:
+        raise DlsetupError(f"the verification suite could not run (pytest exit code {returncode}); log: {log_path}")
+    try:
+        written = VerifyReport.from_dict(json.loads(written_text))
     except (ValueError, ValidationError) as exc:
         raise DlsetupError(f"the verification suite wrote an unreadable report ({exc}); log: {log_path}") from None
     hosts = {

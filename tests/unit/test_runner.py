@@ -2,7 +2,12 @@
 one-line cause of a failed task (from real captured results)."""
 
 import json
+import os
+import signal
+import subprocess
+import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -54,11 +59,165 @@ def test_stats_from_runner():
 
 def test_run_dirs_are_private_and_rotated(tmp_path, monkeypatch):
     monkeypatch.setenv("DLSETUP_STATE_DIR", str(tmp_path))
-    made = [runner.new_run_dir(f"k{i}") for i in range(runner.KEEP_RUNS + 5)]
-    left = sorted((tmp_path / "runs").iterdir())
-    assert len(left) == runner.KEEP_RUNS
+    made = []
+    for i in range(runner.KEEP_RUNS + 5):
+        made.append(runner.new_run_dir(f"k{i}"))
+        runner.release_run_dir(made[-1])  # an ended run
+    left = sorted(p for p in (tmp_path / "runs").iterdir() if p.is_dir())
     assert left == sorted(made[-runner.KEEP_RUNS :])
+    assert (tmp_path / "runs").stat().st_mode & 0o777 == 0o700
     assert (made[-1].stat().st_mode & 0o777) == 0o700
+    assert (made[-1] / ".lock").stat().st_mode & 0o777 == 0o600
+
+
+def test_a_live_run_survives_rotation(tmp_path, monkeypatch):
+    """Another dlsetup holds its run directory (its lock) while KEEP_RUNS + 5 runs start: it is never removed,
+    and it can still write there; once that process ended, the directory rotates like any other."""
+    monkeypatch.setenv("DLSETUP_STATE_DIR", str(tmp_path))
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_A_RUN],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None
+        live = Path(holder.stdout.readline().strip())
+        assert live.is_dir()
+        for i in range(runner.KEEP_RUNS + 5):
+            runner.release_run_dir(runner.new_run_dir(f"k{i}"))
+        assert live.is_dir()
+        assert len([p for p in (tmp_path / "runs").iterdir() if p.is_dir()]) == runner.KEEP_RUNS
+        out, _ = holder.communicate("go on\n", timeout=60)
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+            holder.wait()
+    assert holder.returncode == 0 and out.strip() == "wrote"
+    assert (live / "events" / "late.json").read_text() == "{}"
+    runner.release_run_dir(runner.new_run_dir("after"))
+    assert not live.exists()  # the oldest, and no longer live
+
+
+# makes a run directory, says where, waits, then writes into it (a run still going while others start)
+HOLD_A_RUN = """
+import sys
+from dlsetup.run import rundir
+path = rundir.new_run_dir("live")
+print(path, flush=True)
+sys.stdin.readline()
+(path / "events").mkdir()
+(path / "events" / "late.json").write_text("{}")
+print("wrote", flush=True)
+"""
+
+
+def _gone(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return True
+    return state in ("Z", "X")
+
+
+def _wait_for(path: Path, timeout_s: float, proc: subprocess.Popen[str]) -> str:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if path.exists() and path.read_text().strip():
+            return path.read_text().strip()
+        if proc.poll() is not None:
+            raise AssertionError(f"ended ({proc.returncode}) before {path} appeared: {proc.communicate()[0]}")
+        time.sleep(0.1)
+    raise AssertionError(f"{path} did not appear within {timeout_s}s")
+
+
+# a dlsetup-like process waiting on a child through run_child; exits as the CLI does (128 + N)
+WAIT_ON_A_CHILD = """
+import sys
+from dlsetup.errors import InterruptedRunError
+from dlsetup.run import signals
+child = "import os, sys, time; open(sys.argv[1], 'w').write(str(os.getpid())); time.sleep(300)"
+try:
+    signals.run_child([sys.executable, "-c", child, sys.argv[1]], what="the test child", grace_s=5)
+except InterruptedRunError as exc:
+    print(exc.message, flush=True)
+    sys.exit(exc.exit_code)
+sys.exit(0)
+"""
+
+
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_signal_stops_the_child_too(tmp_path: Path, signum: int, code: int) -> None:
+    pid_file = tmp_path / "child.pid"
+    parent = subprocess.Popen([sys.executable, "-c", WAIT_ON_A_CHILD, str(pid_file)], stdout=subprocess.PIPE, text=True)
+    try:
+        child = int(_wait_for(pid_file, 30, parent))
+        parent.send_signal(signum)
+        out, _ = parent.communicate(timeout=30)
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait()
+    assert parent.returncode == code
+    assert out.strip() == f"{signal.Signals(signum).name} stopped the test child"
+    deadline = time.monotonic() + 10
+    while not _gone(child) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _gone(child)
+
+
+# `dlsetup verify localhost` with a suite that blocks (paths.verify_suite_dir pointed at it)
+VERIFY_WITH_A_SLOW_SUITE = """
+import sys
+from pathlib import Path
+from dlsetup import cli, paths
+suite = Path(sys.argv[1])
+paths.verify_suite_dir = lambda: suite
+sys.argv = ["dlsetup", "verify", "localhost"]
+cli.main()
+"""
+SLOW_TEST = """
+import os, time
+def test_block():
+    with open(os.environ["BLOCK_PID_FILE"], "w") as out:
+        out.write(str(os.getpid()))
+    time.sleep(300)
+"""
+
+
+def test_sigterm_during_verify_stops_pytest(tmp_path: Path) -> None:
+    """SIGTERM to dlsetup while the suite runs: pytest (a real child) ends too, dlsetup exits 143."""
+    suite = tmp_path / "suite"
+    suite.mkdir()
+    (suite / "pytest.ini").write_text("[pytest]\n")
+    (suite / "test_block.py").write_text(SLOW_TEST)
+    pid_file = tmp_path / "pytest.pid"
+    env = dict(os.environ, DLSETUP_STATE_DIR=str(tmp_path / "state"), BLOCK_PID_FILE=str(pid_file))
+    dlsetup = subprocess.Popen(
+        [sys.executable, "-c", VERIFY_WITH_A_SLOW_SUITE, str(suite)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
+    pytest_pid = None
+    try:
+        pytest_pid = int(_wait_for(pid_file, 180, dlsetup))
+        dlsetup.send_signal(signal.SIGTERM)
+        out, _ = dlsetup.communicate(timeout=60)
+        deadline = time.monotonic() + 10
+        while not _gone(pytest_pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _gone(pytest_pid)
+    finally:
+        if dlsetup.poll() is None:
+            dlsetup.kill()
+            dlsetup.wait()
+        if pytest_pid is not None and not _gone(pytest_pid):
+            os.kill(pytest_pid, signal.SIGKILL)  # what the bug left running
+    assert dlsetup.returncode == 143, out
+    assert "SIGTERM stopped the verification suite on localhost" in out
+    assert not list((tmp_path / "state" / "runs").glob("*/tmp"))  # the scratch folder went with the run
 
 
 def test_become_password_goes_to_the_prompt_not_to_disk(tmp_path, monkeypatch):
@@ -254,6 +413,31 @@ def test_reading_an_inventory_leaves_nothing_in_the_temp_dir(tmp_path: Path, mon
     inventory = tmp_path / "hosts.yml"
     inventory.write_text("all:\n  hosts:\n    h1:\n      ansible_host: 192.0.2.1\n")
     assert "h1" in runner.list_inventory(inventory)["_meta"]["hostvars"]
+    assert list(temp.iterdir()) == []
+
+
+def test_a_run_leaves_nothing_in_the_temp_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A real run on localhost: no ``.ansible-runner-*`` (nor anything else) in the temp dir of this process or of
+    its children; what the run's processes need (a module's temp file here) is in the run's ``tmp/``, removed
+    with the run."""
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    monkeypatch.setenv("TMPDIR", str(temp))
+    monkeypatch.setenv("DLSETUP_STATE_DIR", str(tmp_path / "state"))
+    playbook = tmp_path / "temp.yml"
+    playbook.write_text(
+        "- hosts: all\n  gather_facts: false\n  tasks:\n    - name: A temp file\n"
+        "      ansible.builtin.tempfile: {state: file}\n"
+    )
+    monkeypatch.setattr(runner.paths, "playbook", lambda name: playbook)
+    runner_dirs = len(list(Path(tempfile.gettempdir()).glob(".ansible-runner-*")))
+    result = runner.run_playbook("temp.yml", resolve_targets(["localhost"]), kind="test")
+    assert result.status == "successful"
+    [made] = result.task_results("localhost", "ansible.builtin.tempfile")
+    assert Path(made["path"]).is_relative_to(result.run_dir / "tmp")
+    assert not (result.run_dir / "tmp").exists()
+    assert len(list(Path(tempfile.gettempdir()).glob(".ansible-runner-*"))) == runner_dirs == 0
     assert list(temp.iterdir()) == []
 
 
