@@ -7,8 +7,8 @@ one line and their exit code, the only place where the process ends otherwise th
 from __future__ import annotations
 
 import functools
-import importlib.metadata
 import getpass
+import importlib.metadata
 import json
 import signal
 import sys
@@ -38,7 +38,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-out = Console(highlight=False)
+# outside a terminal (a pipe, a log) a line is never wrapped: a path or a cause stays whole
+out = Console(highlight=False, soft_wrap=not sys.stdout.isatty())
 # soft_wrap: an error stays one line however narrow the terminal
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 STATE: dict[str, bool] = {"debug": False}
@@ -362,6 +363,22 @@ def plan(
             out.rule(f"[bold]{name}")
             err.print(f"[bold red]error:[/bold red] {escape(problem.message)}")
     _end(result.failure)
+
+
+@app.command()
+@_exits
+def init(
+    directory: Annotated[
+        Path, typer.Argument(help="Where to write the example inventory (created if missing).")
+    ] = Path("dlsetup-inventory"),
+) -> None:
+    """Write an example inventory (the seed machines: GTX 1080 Ti / TITAN X rigs, XPS 13 and 15, an H200), with
+    comments, into DIRECTORY; existing files are never overwritten."""
+    written = commands.init_command(directory)
+    for path in written:
+        out.print(f"wrote {escape(str(path))}")
+    hosts = next((p for p in written if p.name == "hosts.yml"), written[0])
+    out.print(f"next: edit the addresses in {escape(str(hosts))}, then: dlsetup facts -i {escape(str(hosts))} all")
 
 
 @app.command()

@@ -460,8 +460,12 @@ def provision(
             targets, {n: p.facts for n, p in plans.items()}, expectations, run, junit_xml=junit_xml, accepted=accepted
         )
         outcome.verify_report = verified.report
+        # a host whose run changed something may have a new framework build: the older ones can go once it verified
+        ran_dl_stack = not tags or "role::dl_stack" in tags
+        prune = [n for n, p in plans.items() if ran_dl_stack and p.plan.pytorch.version and run.stats.get(n)
+                 and run.stats[n].changed]  # fmt: skip
         outcome.baselines = record_baselines(
-            targets, verified, run_dir=run.run_dir, on_event=on_event, become_password=become_password
+            targets, verified, run_dir=run.run_dir, on_event=on_event, become_password=become_password, prune=prune
         )
     return outcome
 
@@ -473,19 +477,28 @@ def record_baselines(
     run_dir: Path | None,
     on_event: EventCallback | None = None,
     become_password: str | None = None,
+    prune: Sequence[str] = (),
 ) -> dict[str, HardwareBaseline]:
     """Record the hardware of every host whose verify passed, on the host (``playbooks/baseline.yml``) and on the
-    controller, where it differs from the baseline it had. A host that failed keeps its last good baseline."""
+    controller, where it differs from the baseline it had; on the passed hosts of ``prune`` (the provision built
+    or switched a framework venv there), let the dl_stack role drop the builds beyond the ones it keeps. A host
+    that failed keeps its last good baseline and every venv build."""
     passed = [n for n in targets.names if n in verified.facts and verified.report.hosts.get(n) and
               verified.report.hosts[n].passed]  # fmt: skip
     new = {n: HardwareBaseline.of(verified.facts[n]) for n in passed}
     changed = {n: b for n, b in new.items() if (old := verified.baselines.get(n)) is None or not old.same(b)}
-    if not changed:
+    pruned = [n for n in passed if n in prune]
+    if not changed and not pruned:
         return {}
+    host_vars: dict[str, dict[str, Any]] = {n: {} for n in passed if n in changed or n in pruned}
+    for name, baseline in changed.items():
+        host_vars[name]["dlsetup_baseline"] = baseline.to_dict()
+    for name in pruned:
+        host_vars[name]["dlsetup_prune_venvs"] = True
     run = runner.run_playbook(
         "baseline.yml",
-        targets.subset(list(changed)),
-        host_extravars={n: {"dlsetup_baseline": b.to_dict()} for n, b in changed.items()},
+        targets.subset(list(host_vars)),
+        host_extravars=host_vars,
         on_event=on_event,
         kind="baseline",
         become_password=become_password,
@@ -733,6 +746,29 @@ def diff_command(
     gathered = gather_facts(targets)
     plans, errors = plan_hosts(gathered, pins, sources)
     return DiffResult(plans, errors, dict(gathered.errors))
+
+
+# --- init -------------------------------------------------------------------------------------------------------
+
+
+def init_command(directory: Path) -> list[Path]:
+    """Write the example inventory (the seed machines, with comments) into ``directory``; an existing file is
+    never overwritten (bad input, before anything is written). Returns the files written."""
+    source = paths.inventory_dir()
+    files = sorted(p for p in source.rglob("*") if p.is_file())
+    targets = [directory / p.relative_to(source) for p in files]
+    existing = [t for t in targets if t.exists() or t.is_symlink()]
+    if existing:
+        raise ConfigError(f"{existing[0]} exists already: dlsetup init never overwrites; give another directory")
+    if directory.exists() and not directory.is_dir():
+        raise ConfigError(f"{directory} is not a directory")
+    why = _unwritable(directory)
+    if why is not None:
+        raise ConfigError(f"{directory} cannot be written ({why})")
+    for src, dest in zip(files, targets, strict=True):
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_bytes(src.read_bytes())
+    return targets
 
 
 # --- gpus -------------------------------------------------------------------------------------------------------

@@ -1,10 +1,14 @@
-"""A failed driver change puts back what it removed (issue 8, item 4): on a real Debian 12 host.
+"""A failed driver change leaves the driver the host had (issue 8, item 4; issue 9, item 5): on a real Debian 12 host.
 
 The host has a proprietary driver set installed and held, and an earlier pin file. The nvidia_driver role (used
-on its own, through ansible-playbook) is asked to switch it to the open flavour, whose kernel-module package apt
-cannot install (it depends on a package the archive does not have). The switch first removes the proprietary
-module, and apt takes the driver that depends on it along. The role's rescue must then put both back at their
-versions, hold them again and restore the pin file, and fail with the cause.
+on its own, through ansible-playbook) is asked to switch it to the open flavour, in one apt transaction that removes
+the proprietary module and installs the open one:
+
+* the open kernel-module package depends on a package the archive does not have: apt refuses the whole set, nothing
+  is removed, the holds stay, the pin file is put back, and the role fails with apt's cause;
+* the open kernel-module package installs but its postinst fails (as a DKMS build can): dpkg has already removed
+  the proprietary module by then, so the role must put it back at its version, remove the half-installed open
+  module, hold the driver again and restore the pin file, then fail with the cause.
 
 The packages are tiny real .deb files (dpkg-deb) under Debian's names, in a local repository on the host; being
 a container, the host has no kernel of its own, so no module is built.
@@ -35,13 +39,17 @@ PACKAGES = {
     # the open module needs firmware no repository here has: apt refuses the planned set
     "nvidia-open-kernel-dkms": "firmware-nvidia-gsp (= 550.90.07-1)",
 }
+# the other failure: the open module installs, but its postinst fails (the two modules cannot be installed together)
+BROKEN_POSTINST = {**PACKAGES, "nvidia-open-kernel-dkms": ""}
+CONFLICTS = {"nvidia-open-kernel-dkms": "nvidia-kernel-dkms"}
+POSTINST = {"nvidia-open-kernel-dkms": "#!/bin/sh\necho 'dkms: building the module failed (test)' >&2\nexit 1\n"}
 
 
-def build_repository(work: Path) -> Path:
+def build_repository(work: Path, packages: dict[str, str] = PACKAGES, postinst: dict[str, str] | None = None) -> Path:
     repo = work / "repo"
     repo.mkdir()
     stanzas = []
-    for name, depends in PACKAGES.items():
+    for name, depends in packages.items():
         tree = work / name
         (tree / "DEBIAN").mkdir(parents=True)
         (tree / "usr/share/doc" / name).mkdir(parents=True)
@@ -49,9 +57,14 @@ def build_repository(work: Path) -> Path:
         control = (
             f"Package: {name}\nVersion: {VERSION}\nArchitecture: all\nMaintainer: dlsetup tests <t@dlsetup.invalid>\n"
             + (f"Depends: {depends}\n" if depends else "")
+            + (f"Conflicts: {CONFLICTS[name]}\n" if name in CONFLICTS else "")
             + f"Description: test stand-in for {name}\n"
         )
         (tree / "DEBIAN" / "control").write_text(control)
+        if name in (postinst or {}):
+            script = tree / "DEBIAN" / "postinst"
+            script.write_text((postinst or {})[name])
+            script.chmod(0o755)
         deb = repo / f"{name}_{VERSION}_all.deb"
         subprocess.run(["dpkg-deb", "--root-owner-group", "--build", str(tree), str(deb)], check=True,
                        capture_output=True)  # fmt: skip
@@ -76,10 +89,17 @@ def selections(host: h.Host) -> dict[str, str]:
     return {r[0]: f"{r[1]} {r[2]}" for r in rows if r[-1] == "installed"}
 
 
-def test_a_failed_flavour_switch_restores_the_driver_its_holds_and_the_pin(boot_host, tmp_path) -> None:
-    group = boot_host.many([h.HostSpec("restore12", "bookworm")])
-    host = group["restore12"]
-    repo = build_repository(tmp_path)
+@pytest.mark.parametrize(
+    ("failure", "packages", "postinst"),
+    [("unmet", PACKAGES, None), ("postinst", BROKEN_POSTINST, POSTINST)],
+)
+def test_a_failed_flavour_switch_restores_the_driver_its_holds_and_the_pin(
+    boot_host, tmp_path, failure, packages, postinst
+) -> None:
+    name = f"restore12{failure[0]}"
+    group = boot_host.many([h.HostSpec(name, "bookworm")])
+    host = group[name]
+    repo = build_repository(tmp_path, packages, postinst)
     for deb in repo.iterdir():
         host.write_file(f"/srv/dlsetup-test-repo/{deb.name}", deb.read_bytes())
     # a local fixture repository, trusted for this test only (the product never writes trusted=yes)
@@ -112,10 +132,13 @@ def test_a_failed_flavour_switch_restores_the_driver_its_holds_and_the_pin(boot_
     )  # fmt: skip
     output = done.stdout + done.stderr
     assert done.returncode != 0, output[-4000:]
-    assert (
-        "The driver change to R550 open failed at Install the driver packages: E: Unable to correct problems"
-    ) in output, output[-4000:]
-    assert "firmware-nvidia-gsp" in output, output[-4000:]  # apt's cause, not its first line of output
+    failed_at = "The driver change to R550 open failed at Install, switch and hold the driver packages in one apt"
+    if failure == "unmet":
+        assert f"{failed_at} transaction: E: Unable to correct problems" in output, output[-4000:]
+        assert "firmware-nvidia-gsp" in output, output[-4000:]  # apt's cause, not its first line of output
+    else:
+        assert f"{failed_at} transaction: E: Sub-process /usr/bin/dpkg" in output, output[-4000:]
+        assert "nvidia-open-kernel-dkms" not in selections(host)  # the half-installed open module is gone
     assert f"(nvidia-driver={VERSION}, nvidia-kernel-dkms={VERSION}) are back" in output, output[-4000:]
     # the host keeps its driver: the same packages, versions and holds, and the same pin file
     assert selections(host) == before

@@ -230,7 +230,13 @@ class Run:
         later = probe[-1]["res"]["msg"]["packages"] if probe else []
         return simulated + list(later)
 
+    def driver_packages(self) -> list[str]:
+        """The driver packages a real run installs: what the nvidia_driver role's one apt transaction (simulated, or
+        listed where apt does not know them yet) installs."""
+        return list(self.one(DRIVER_TASK, "nvidia_driver")["res"]["install"])
 
+
+DRIVER_TASK = "Install, switch and hold the driver packages in one apt transaction"
 PROBE_DEBUG = "Show the packages a real run installs once their source is in place (check mode)"
 TASK_EVENTS = {"runner_on_ok", "runner_on_skipped", "runner_on_failed"}
 
@@ -342,7 +348,7 @@ def test_site_yml_as_dlsetup_runs_it(check_runs: dict[str, Run]) -> None:
     assert state["plan"] == {k: v for k, v in DEB12_DISTRIBUTION["dlsetup_plan"].items() if k != "reboot_required"}
     assert [g["pci_bus_id"] for g in state["gpus"]] == [g["pci_bus_id"] for g in facts["gpus"]]
     # a container (as this machine may be) gets no kernel packages; otherwise it gets all of them
-    wanted = run.planned_packages("Install the driver packages", "base")
+    wanted = run.driver_packages()
     kernel = [p for p in DEB12_DISTRIBUTION["nvidia_driver_packages"] if p.startswith("linux-")]
     skipped_kernel = run.one("Leave the kernel packages out in a container", "nvidia_driver")["event"] == "runner_on_ok"
     expected = [p for p in DEB12_DISTRIBUTION["nvidia_driver_packages"] if not (skipped_kernel and p in kernel)]
@@ -384,9 +390,7 @@ def test_debian_distribution_driver(check_runs: dict[str, Run]) -> None:
     pin = run.after("Pin the driver packages to the planned branch (apt preferences)", "nvidia_driver")
     assert "Pin: version 535.*\nPin-Priority: 1001\n" in pin
     assert "Package: nvidia-* libnvidia-* " in pin
-    assert sorted(run.planned_packages("Install the driver packages", "base")) == sorted(
-        DEB12_DISTRIBUTION["nvidia_driver_packages"]
-    )
+    assert sorted(run.driver_packages()) == sorted(DEB12_DISTRIBUTION["nvidia_driver_packages"])
     assert "blacklist nouveau\n" in run.after("Blacklist nouveau", "nvidia_driver")
     # not in check mode's way: no NVIDIA repository for a distribution driver
     assert run.one("Add NVIDIA's repository, signed by the verified key only", "nvidia_driver")["event"] == (
@@ -409,12 +413,13 @@ def test_debian_distribution_cuda_and_frameworks(check_runs: dict[str, Run]) -> 
     assert run.one("Put the CUDA toolkit on PATH and LD_LIBRARY_PATH for login shells", "cuda")["event"] == (
         "runner_on_skipped"
     )
-    torch = run.one("Install the planned PyTorch build", "dl_stack")["res"]["invocation"]["module_args"]
-    assert torch["name"] == ["torch==2.7.1"] and torch["virtualenv"] == "/opt/dlsetup/venv"
-    other = run.one("Install JAX and the other requirements", "dl_stack")["res"]["invocation"]["module_args"]
+    # a new build beside /opt/dlsetup/venv (commands do not run in check mode: the role says what a real run does)
+    said = run.one("Say what a real run installs into the build (check mode)", "dl_stack")["res"]["msg"]
+    python = said["torch"][0]
+    assert python.startswith("/opt/dlsetup/venvs/torch2.7.1-") and python.endswith("/bin/python")
+    assert said["torch"][1:] == ["-m", "pip", "install", "torch==2.7.1"]
     # torch named again so that JAX's CUDA libraries must fit the installed torch's pins
-    assert other["name"] == ["jax[cuda12]", "torch==2.7.1"]
-    assert other["virtualenv"] == "/opt/dlsetup/venv"
+    assert said["other"] == [python, "-m", "pip", "install", "jax[cuda12]", "torch==2.7.1"]
 
 
 def test_nvidia_repository_with_a_pinned_key(check_runs: dict[str, Run]) -> None:
@@ -436,9 +441,7 @@ def test_nvidia_repository_with_a_pinned_key(check_runs: dict[str, Run]) -> None
     assert f"{url}/3bf863cc.pub" in note["res"]["msg"] and KEY_FINGERPRINT in note["res"]["msg"]
     pin = run.after("Pin the driver packages to the planned branch (apt preferences)", "nvidia_driver")
     assert "Pin: version 580.*\n" in pin
-    assert sorted(run.planned_packages("Install the driver packages", "base")) == sorted(
-        DEB12_NVIDIA["nvidia_driver_packages"]
-    )
+    assert sorted(run.driver_packages()) == sorted(DEB12_NVIDIA["nvidia_driver_packages"])
     # cuda uses the same repository tasks (and so the same keyring and sources file)
     assert len(run.tasks("Add NVIDIA's repository, signed by the verified key only", "nvidia_driver")) == 2
     assert sorted(run.planned_packages("Install the CUDA toolkit, cuDNN and NCCL", "base")) == sorted(
@@ -461,9 +464,7 @@ def test_ubuntu_paths_render(check_runs: dict[str, Run]) -> None:
     )
     pin = run.after("Pin the driver packages to the planned branch (apt preferences)", "nvidia_driver")
     assert "Package: nvidia-* libnvidia-* xserver-xorg-video-nvidia-*\nPin: version 580.*\n" in pin
-    assert sorted(run.planned_packages("Install the driver packages", "base")) == sorted(
-        UBUNTU_NOBLE["nvidia_driver_packages"]
-    )
+    assert sorted(run.driver_packages()) == sorted(UBUNTU_NOBLE["nvidia_driver_packages"])
     secure_boot = run.one("Report the Secure Boot state", "nvidia_driver")["res"]["msg"]
     assert "signed by Canonical" in secure_boot
     sources = run.after("Add NVIDIA's repository, signed by the verified key only", "nvidia_driver")

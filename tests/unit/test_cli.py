@@ -10,8 +10,8 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import os
-import sys
 import re
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -834,8 +834,9 @@ def test_a_removed_gpu_stays_in_the_drift_until_a_run_verifies(
     result = cli("provision", "localhost", "--yes")
     assert result.exit_code == 0, result.output
     assert "hardware changed" not in result.stdout
-    # the same hardware: the baseline is not rewritten
-    assert "baseline.yml" not in fake_runner.playbooks
+    # the same hardware: the baseline is not rewritten (the run changed something: only old venv builds may go)
+    assert "dlsetup_baseline" not in fake_runner.call("baseline.yml").kwargs["host_extravars"]["localhost"]
+    assert fake_runner.baselines["localhost"] == baseline
 
 
 def test_a_gpu_that_disappeared_asks_first_on_a_terminal(
@@ -1140,7 +1141,9 @@ def test_an_option_given_twice_with_different_values_is_refused(
 
 
 # -- hosts and inventories as Ansible reads them ------------------------------------------------------------------
-INVENTORY_WITH_BARE_HOSTS = "all:\n  hosts:\n    bare:\n  children:\n    empty: {}\n    rigs:\n      hosts:\n        rig-1:\n"
+INVENTORY_WITH_BARE_HOSTS = (
+    "all:\n  hosts:\n    bare:\n  children:\n    empty: {}\n    rigs:\n      hosts:\n        rig-1:\n"
+)
 
 
 def test_a_host_without_variables_and_an_empty_group(cli: Invoke, fake_runner: FakeRunner, tmp_path: Path) -> None:
@@ -1180,3 +1183,37 @@ def test_an_ipv6_address_with_a_port_is_one_host(cli: Invoke, fake_runner: FakeR
     assert json.loads(result.stdout)["errors"] == {"ipv6-0-0-0-0-0-0-0-1_2222": f"unreachable: {SSH_FAILURE}"}
     (call,) = fake_runner.calls
     assert call.hosts == ["ipv6-0-0-0-0-0-0-0-1_2222"]
+
+
+def test_old_framework_builds_are_pruned_only_after_a_verify_that_passed(
+    cli: Invoke, fake_runner: FakeRunner, stub_verify: StubVerify, host_facts
+) -> None:
+    fake_runner.facts["localhost"] = host_facts("h200")
+    stub_verify.hosts["localhost"] = report_entry(("framework.pytorch", "fail", "PyTorch does not import"))
+    failed = cli("provision", "localhost", "--yes")
+    assert failed.exit_code == 6 and "baseline.yml" not in fake_runner.playbooks  # the old build stays
+    stub_verify.hosts["localhost"] = report_entry(("framework.pytorch", "pass", "torch 2.14.0"))
+    passed = cli("provision", "localhost", "--yes")
+    assert passed.exit_code == 0, passed.output
+    host_vars = fake_runner.call("baseline.yml").kwargs["host_extravars"]["localhost"]
+    assert host_vars["dlsetup_prune_venvs"] is True and "dlsetup_baseline" in host_vars
+    # a converged run (nothing changed) has no new build, and the same hardware: no baseline run at all
+    fake_runner.site_stats["localhost"] = HostStats(ok=40, changed=0)
+    calls = len(fake_runner.calls)
+    assert cli("provision", "localhost", "--yes").exit_code == 0
+    assert "baseline.yml" not in [c.playbook for c in fake_runner.calls[calls:]]
+
+
+def test_init_writes_the_example_inventory_and_never_overwrites(cli: Invoke, tmp_path: Path) -> None:
+    target = tmp_path / "lab"
+    result = cli("init", str(target))
+    assert result.exit_code == 0, result.output
+    hosts = target / "hosts.yml"
+    assert hosts.read_text() == (Path(__file__).resolve().parents[2] / "inventory" / "hosts.yml").read_text()
+    assert (target / "group_vars" / "all.yml").is_file()
+    assert f"dlsetup facts -i {hosts} all" in result.stdout
+    hosts.write_text("# mine\n")
+    again = cli("init", str(target))
+    assert again.exit_code == 2
+    assert "exists already: dlsetup init never overwrites" in one_error_line(again)
+    assert hosts.read_text() == "# mine\n"

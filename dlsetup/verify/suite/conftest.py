@@ -185,6 +185,12 @@ def _venv(host: Any, host_name: str) -> str:
     return str(ctx.get("venv") or _hostvars(host).get("dl_stack_venv_path") or DEFAULT_VENV)
 
 
+@pytest.fixture
+def venv_path(host: Any, host_name: str) -> str:
+    """dlsetup's venv on the host (``dl_stack_venv_path``): the framework checks' Python and its build record."""
+    return _venv(host, host_name)
+
+
 def _python(host: Any, host_name: str) -> str:
     candidate = f"{_venv(host, host_name)}/bin/python"
     return candidate if host.file(candidate).exists else "python3"
@@ -251,11 +257,11 @@ def host_checks(
 def check(
     host_name: str, host_checks: dict[str, CheckResult], record_property: Callable[[str, Any], None]
 ) -> Callable[[str], None]:
-    """Report the check ``check_id`` of this host, then turn it into pytest's outcome (fail/skip, warn = pass +
-    warning)."""
+    """Report the check ``check_id`` of this host (or a result evaluated by the test itself), then turn it into
+    pytest's outcome (fail/skip, warn = pass + warning)."""
 
-    def report(check_id: str) -> None:
-        result = host_checks[check_id]
+    def report(check_id: str | CheckResult) -> None:
+        result = host_checks[check_id] if isinstance(check_id, str) else check_id
         _RECORDS.setdefault(host_name, []).append(result)
         record_property("check_id", result.id)
         record_property("status", result.status)
