@@ -284,6 +284,6 @@ def test_provision_check_is_refused_by_the_preflight_with_exit_8(served, tmp_pat
     first = done.stderr.strip().splitlines()[0]
     assert first.startswith(f"error: host localhost: {served[0]}/whl/cpu/torch/: HTTP 404"), first
     assert first.endswith("; nothing was changed")
-    runs = sorted((tmp_path / "state" / "runs").iterdir())
+    runs = sorted(p for p in (tmp_path / "state" / "runs").iterdir() if p.is_dir())  # not runs/.lock
     assert [p.name.split("-")[2] for p in runs] == ["facts", "preflight", "check"]
     assert "check mode: " in done.stdout and "task(s) would change; nothing was changed" in done.stdout
