@@ -266,7 +266,7 @@ def _render_accepted(accepted: Accepted) -> None:
     out.print(escape(accepted.block.rstrip("\n")), soft_wrap=True)
 
 
-def _render_drift(name: str, host_plan: commands.HostPlan) -> None:
+def _render_drift(host_plan: commands.HostPlan) -> None:
     drift = host_plan.drift
     if drift.drifted:
         since = f" (baseline of {drift.baseline.recorded_at})" if drift.baseline and drift.baseline.recorded_at else ""
@@ -308,7 +308,7 @@ def diff(
                 out.print("no baseline yet: the host has not verified after a provision")
             elif not host_plan.drift.drifted and not host_plan.plan_changes:
                 out.print("no change since the last verified run")
-            _render_drift(name, host_plan)
+            _render_drift(host_plan)
         for name, problem in result.errors.items():
             out.rule(f"[bold]{escape(name)}")
             err.print(f"[bold red]error:[/bold red] {escape(problem.message)}")
@@ -439,7 +439,7 @@ def provision(
     )
     for name, host_plan in request.plans.items():
         out.rule(f"[bold]{name}: plan")
-        _render_drift(name, host_plan)
+        _render_drift(host_plan)
         plan_ui.render_plan(out, host_plan.plan)
     for accepted in request.accepted.values():
         _render_accepted(accepted)

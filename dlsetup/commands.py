@@ -176,10 +176,6 @@ class HostPlan:
     drift: Drift = field(default_factory=lambda: Drift(None))
     plan_changes: list[str] = field(default_factory=list)
 
-    @property
-    def hardware_changes(self) -> list[str]:
-        return self.drift.lines
-
     def host_vars(self, tags: Sequence[str] = ()) -> dict[str, Any]:
         """The host variables of the run: the plan's role variables and the record the run leaves behind (which
         says which roles ran, when ``tags`` chose some)."""
