@@ -23,9 +23,9 @@ sys.path.insert(0, str(REPO / "tests" / "integration"))
 import harness as h  # noqa: E402
 
 from dlsetup import paths  # noqa: E402
-from dlsetup.config.targets import resolve_targets  # noqa: E402
+from dlsetup.commands import load_targets  # noqa: E402
+from dlsetup.config.targets import HostArgs  # noqa: E402
 from dlsetup.facts import gather  # noqa: E402
-from dlsetup.run import runner  # noqa: E402
 
 UNTUNED = {"ANSIBLE_PIPELINING": "False", "ANSIBLE_SSH_ARGS": "-o ControlMaster=no"}
 
@@ -61,8 +61,7 @@ def main() -> None:
     try:
         hosts = bench.boot([h.HostSpec("bench12", "bookworm")])
         inventory = hosts.write_inventory(bench.run_dir / "bench.yml")
-        listing = runner.list_inventory(inventory)
-        targets = resolve_targets(["bench12"], inventory_path=inventory, inventory=listing)
+        targets = load_targets(HostArgs(("bench12",), inventory))
         timed_facts(targets, {})  # warm-up: first connection, interpreter discovery caches
         tuned: list[float] = []
         baseline: list[float] = []

@@ -12,7 +12,7 @@ import importlib.metadata
 import json
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Annotated, Any, ParamSpec, TypeVar
 
@@ -22,7 +22,16 @@ from rich.markup import escape
 
 from dlsetup import __version__, commands
 from dlsetup.config.accept import Accepted
-from dlsetup.errors import EXIT_CODES_TEXT, EXIT_INTERNAL, ConfigError, DlsetupError, InterruptedRunError
+from dlsetup.config.targets import HostArgs, VaultOptions
+from dlsetup.errors import (
+    EXIT_CODES_TEXT,
+    EXIT_CONFIG,
+    EXIT_INTERNAL,
+    EXIT_INTERRUPTED,
+    ConfigError,
+    DlsetupError,
+    InterruptedRunError,
+)
 from dlsetup.ui import facts as facts_ui
 from dlsetup.ui import gpus as gpus_ui
 from dlsetup.ui import plan as plan_ui
@@ -47,43 +56,86 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 Hosts = Annotated[
-    list[str], typer.Argument(help="localhost, user@host:port (user and port optional), or inventory hosts/groups.")
+    list[str],
+    typer.Argument(
+        metavar="HOST", help="localhost, user@host:port (user and port optional), or inventory hosts/groups."
+    ),
 ]
 Inventory = Annotated[
-    Path | None, typer.Option("-i", "--inventory", help="Ansible inventory (YAML/INI) for named hosts and groups.")
+    Path | None,
+    typer.Option(
+        "-i", "--inventory", metavar="INVENTORY", help="Ansible inventory (YAML/INI) for named hosts and groups."
+    ),
 ]
-Format = Annotated[str, typer.Option("--format", help="table or json.")]
+Limit = Annotated[
+    str | None,
+    typer.Option(
+        "--limit",
+        "-l",
+        metavar="PATTERN",
+        help="Further limit the hosts to an Ansible host pattern, e.g. 'rigs:!rig-2'.",
+    ),
+]
+AskVaultPass = Annotated[
+    bool,
+    typer.Option(
+        "--ask-vault-pass", "-J", metavar="", help="Ask for the vault password of the inventory's vaulted values."
+    ),
+]
+VaultPasswordFile = Annotated[
+    list[Path],
+    typer.Option(
+        "--vault-password-file", metavar="FILE", help="Vault password file (or script printing it); repeatable."
+    ),
+]
+Format = Annotated[str, typer.Option("--format", metavar="table|json", help="table or json.")]
 AcceptHardware = Annotated[
     bool,
     typer.Option(
         "--accept-hardware",
+        metavar="",
         help="The hardware now is what is meant: rewrite dlsetup_expect in the inventory file (or print the block to "
         "paste) and record the hardware as the new baseline once verify passes.",
     ),
 ]
-Pins = Annotated[list[str], typer.Option("--pin", help="KEY=VALUE stack pin, e.g. driver_branch=580 (repeatable).")]
+Pins = Annotated[
+    list[str],
+    typer.Option("--pin", metavar="KEY=VALUE", help="KEY=VALUE stack pin, e.g. driver_branch=580 (repeatable)."),
+]
 NvidiaRepo = Annotated[
     str | None,
     typer.Option(
         "--nvidia-repo",
+        metavar="URL",
         help="Base of a mirror of NVIDIA's CUDA repository (the part before compute/cuda/repos/); "
         "default: NVIDIA's own.",
     ),
 ]
 NvidiaRepoKey = Annotated[
-    str | None, typer.Option("--nvidia-repo-key", help="Fingerprint the repository's signing key must have.")
+    str | None,
+    typer.Option(
+        "--nvidia-repo-key", metavar="FINGERPRINT", help="Fingerprint the repository's signing key must have."
+    ),
 ]
 PytorchIndex = Annotated[
     str | None,
-    typer.Option("--pytorch-index", help="Base of a mirror of PyTorch's wheel index (<base>/<variant>)."),
+    typer.Option(
+        "--pytorch-index", metavar="URL", help="Base of a mirror of PyTorch's wheel index (<base>/<variant>)."
+    ),
 ]
 PipIndex = Annotated[
     str | None,
-    typer.Option("--pip-index", help="Package index for everything else pip installs (JAX); default: the host's pip."),
+    typer.Option(
+        "--pip-index",
+        metavar="URL",
+        help="Package index for everything else pip installs (JAX); default: the host's pip.",
+    ),
 ]
 Wheelhouse = Annotated[
     str | None,
-    typer.Option("--wheelhouse", help="A directory of wheels on the host: install from it alone (offline labs)."),
+    typer.Option(
+        "--wheelhouse", metavar="DIR", help="A directory of wheels on the host: install from it alone (offline labs)."
+    ),
 ]
 
 
@@ -101,6 +153,18 @@ def _sources(
         "pip_index": pip_index,
         "wheelhouse": wheelhouse,
     }
+
+
+def _host_args(
+    hosts: Sequence[str],
+    inventory: Path | None,
+    limit: str | None,
+    ask_vault_pass: bool,
+    vault_password_files: Sequence[Path],
+) -> HostArgs:
+    """The HOST arguments and the options that select among them; the vault password asked once, kept in memory."""
+    password = getpass.getpass("Vault password: ") if ask_vault_pass else None
+    return HostArgs(tuple(hosts), inventory, limit, VaultOptions(password, tuple(vault_password_files)))
 
 
 def _show(exc: DlsetupError) -> None:
@@ -174,7 +238,7 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def main_options(
-    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
+    debug: Annotated[bool, typer.Option("--debug", metavar="", help="Show tracebacks.")] = False,
     version: Annotated[
         bool,
         typer.Option(
@@ -191,10 +255,17 @@ def main_options(
 
 @app.command()
 @_exits
-def facts(hosts: Hosts, inventory: Inventory = None, fmt: Format = "table") -> None:
+def facts(
+    hosts: Hosts,
+    inventory: Inventory = None,
+    limit: Limit = None,
+    ask_vault_pass: AskVaultPass = False,
+    vault_password_file: VaultPasswordFile = [],  # noqa: B006
+    fmt: Format = "table",
+) -> None:
     """Report each host's hardware: OS, machine, CPU, RAM, disks, NVIDIA GPUs (from PCI), PCIe links, driver."""
     as_json = _check_format(fmt)
-    result = commands.facts_command(hosts, inventory)
+    result = commands.facts_command(_host_args(hosts, inventory, limit, ask_vault_pass, vault_password_file))
     if as_json:
         payload: dict[str, Any] = {"hosts": {n: f.to_dict() for n, f in result.facts.items()}}
         if result.errors:
@@ -214,19 +285,33 @@ def facts(hosts: Hosts, inventory: Inventory = None, fmt: Format = "table") -> N
 def verify(
     hosts: Hosts,
     inventory: Inventory = None,
+    limit: Limit = None,
+    ask_vault_pass: AskVaultPass = False,
+    vault_password_file: VaultPasswordFile = [],  # noqa: B006
     expect: Annotated[
-        list[str], typer.Option("--expect", help="KEY=VALUE expectation, overrides dlsetup_expect (repeatable).")
+        list[str],
+        typer.Option(
+            "--expect", metavar="KEY=VALUE", help="KEY=VALUE expectation, overrides dlsetup_expect (repeatable)."
+        ),
     ] = [],  # noqa: B006 - Typer reads the default
-    load: Annotated[bool, typer.Option("--load", help="Require PCIe readings under load (needs PyTorch).")] = False,
+    load: Annotated[
+        bool, typer.Option("--load", metavar="", help="Require PCIe readings under load (needs PyTorch).")
+    ] = False,
     fmt: Format = "table",
-    junit_xml: Annotated[Path | None, typer.Option("--junit-xml", help="Also write JUnit XML here.")] = None,
+    junit_xml: Annotated[
+        Path | None, typer.Option("--junit-xml", metavar="FILE", help="Also write JUnit XML here.")
+    ] = None,
     accept_hardware: AcceptHardware = False,
 ) -> None:
     """Check each host against its expectations (inventory dlsetup_expect and --expect) and its hardware baseline
     (the hardware of its last verified run) with the testinfra suite."""
     as_json = _check_format(fmt)
     result = commands.verify_command(
-        hosts, inventory, expect_flags=expect, load=load, junit_xml=junit_xml, accept=accept_hardware
+        _host_args(hosts, inventory, limit, ask_vault_pass, vault_password_file),
+        expect_flags=expect,
+        load=load,
+        junit_xml=junit_xml,
+        accept=accept_hardware,
     )
     if as_json:
         payload = result.report.to_dict()
@@ -282,6 +367,9 @@ def _render_drift(host_plan: commands.HostPlan) -> None:
 def diff(
     hosts: Hosts,
     inventory: Inventory = None,
+    limit: Limit = None,
+    ask_vault_pass: AskVaultPass = False,
+    vault_password_file: VaultPasswordFile = [],  # noqa: B006
     pin: Pins = [],  # noqa: B006
     fmt: Format = "table",
     nvidia_repo: NvidiaRepo = None,
@@ -294,8 +382,7 @@ def diff(
     causes. Exits 9 when something drifted (like git diff --exit-code), 0 when nothing did."""
     as_json = _check_format(fmt)
     result = commands.diff_command(
-        hosts,
-        inventory,
+        _host_args(hosts, inventory, limit, ask_vault_pass, vault_password_file),
         pin_flags=pin,
         source_flags=_sources(nvidia_repo, nvidia_repo_key, pytorch_index, pip_index, wheelhouse),
     )
@@ -321,13 +408,22 @@ def diff(
 @app.command()
 @_exits
 def plan(
-    hosts: Annotated[list[str] | None, typer.Argument(help="Hosts to plan from live facts.")] = None,
-    inventory: Inventory = None,
-    os_name: Annotated[
-        str | None, typer.Option("--os", help="Plan offline for ubuntu-22.04/24.04, debian-12/13.")
+    hosts: Annotated[
+        list[str] | None, typer.Argument(metavar="HOST", help="Hosts to plan from live facts.")
     ] = None,
-    gpu: Annotated[list[str], typer.Option("--gpu", help="PCI id (10de:1b06) or model name (repeatable).")] = [],  # noqa: B006
-    machine: Annotated[str | None, typer.Option("--machine", help='Machine model, e.g. "XPS 15 9570".')] = None,
+    inventory: Inventory = None,
+    limit: Limit = None,
+    ask_vault_pass: AskVaultPass = False,
+    vault_password_file: VaultPasswordFile = [],  # noqa: B006
+    os_name: Annotated[
+        str | None, typer.Option("--os", metavar="OS", help="Plan offline for ubuntu-22.04/24.04, debian-12/13.")
+    ] = None,
+    gpu: Annotated[
+        list[str], typer.Option("--gpu", metavar="GPU", help="PCI id (10de:1b06) or model name (repeatable).")
+    ] = [],  # noqa: B006
+    machine: Annotated[
+        str | None, typer.Option("--machine", metavar="MODEL", help='Machine model, e.g. "XPS 15 9570".')
+    ] = None,
     pin: Pins = [],  # noqa: B006
     fmt: Format = "table",
     nvidia_repo: NvidiaRepo = None,
@@ -339,8 +435,7 @@ def plan(
     """Resolve the driver, CUDA and framework stack for live hosts, or offline for parts you plan to buy."""
     as_json = _check_format(fmt)
     result = commands.plan_command(
-        hosts or [],
-        inventory,
+        _host_args(hosts or [], inventory, limit, ask_vault_pass, vault_password_file),
         os_name=os_name,
         gpus=gpu,
         machine=machine,
@@ -369,7 +464,7 @@ def plan(
 @_exits
 def init(
     directory: Annotated[
-        Path, typer.Argument(help="Where to write the example inventory (created if missing).")
+        Path, typer.Argument(metavar="DIR", help="Where to write the example inventory (created if missing).")
     ] = Path("dlsetup-inventory"),
 ) -> None:
     """Write an example inventory (the seed machines: GTX 1080 Ti / TITAN X rigs, XPS 13 and 15, an H200), with
@@ -384,7 +479,9 @@ def init(
 @app.command()
 @_exits
 def gpus(
-    arch: Annotated[str | None, typer.Option("--arch", help="Only this architecture, e.g. Pascal.")] = None,
+    arch: Annotated[
+        str | None, typer.Option("--arch", metavar="ARCH", help="Only this architecture, e.g. Pascal.")
+    ] = None,
     fmt: Format = "table",
 ) -> None:
     """List the NVIDIA GPUs dlsetup knows (NVIDIA's own data) and what each gets on each supported OS."""
@@ -401,16 +498,34 @@ def gpus(
 def provision(
     hosts: Hosts,
     inventory: Inventory = None,
-    check: Annotated[bool, typer.Option("--check", help="Change nothing; show what would change.")] = False,
-    diff: Annotated[bool, typer.Option("--diff", help="Show file differences.")] = False,
-    tags: Annotated[list[str], typer.Option("--tags", help="Only run these role tags, e.g. role::base.")] = [],  # noqa: B006
-    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask before changing hosts.")] = False,
+    limit: Limit = None,
+    ask_vault_pass: AskVaultPass = False,
+    vault_password_file: VaultPasswordFile = [],  # noqa: B006
+    check: Annotated[bool, typer.Option("--check", metavar="", help="Change nothing; show what would change.")] = False,
+    diff: Annotated[bool, typer.Option("--diff", metavar="", help="Show file differences.")] = False,
+    tags: Annotated[
+        list[str],
+        typer.Option(
+            "--tags", "-t", metavar="ROLES", help="Only run these roles: base or role::base, comma-separated."
+        ),
+    ] = [],  # noqa: B006
+    skip_tags: Annotated[
+        list[str],
+        typer.Option("--skip-tags", metavar="ROLES", help="Run every role but these, e.g. dl_stack (comma-separated)."),
+    ] = [],  # noqa: B006
+    yes: Annotated[bool, typer.Option("--yes", "-y", metavar="", help="Do not ask before changing hosts.")] = False,
     pin: Pins = [],  # noqa: B006
-    expect: Annotated[list[str], typer.Option("--expect", help="KEY=VALUE expectation for the final verify.")] = [],  # noqa: B006
-    no_verify: Annotated[bool, typer.Option("--no-verify", help="Skip the verification after the run.")] = False,
-    junit_xml: Annotated[Path | None, typer.Option("--junit-xml", help="JUnit XML of the final verify.")] = None,
+    expect: Annotated[
+        list[str], typer.Option("--expect", metavar="KEY=VALUE", help="KEY=VALUE expectation for the final verify.")
+    ] = [],  # noqa: B006
+    no_verify: Annotated[
+        bool, typer.Option("--no-verify", metavar="", help="Skip the verification after the run.")
+    ] = False,
+    junit_xml: Annotated[
+        Path | None, typer.Option("--junit-xml", metavar="FILE", help="JUnit XML of the final verify.")
+    ] = None,
     ask_become_pass: Annotated[
-        bool, typer.Option("--ask-become-pass", "-K", help="Ask for the sudo password of the remote user.")
+        bool, typer.Option("--ask-become-pass", "-K", metavar="", help="Ask for the sudo password of the remote user.")
     ] = False,
     accept_hardware: AcceptHardware = False,
     nvidia_repo: NvidiaRepo = None,
@@ -420,7 +535,7 @@ def provision(
     wheelhouse: Wheelhouse = None,
 ) -> None:
     """Install the planned driver, CUDA and DL stack; re-runs converge; then verify."""
-    tags = [t.strip() for value in tags for t in value.split(",") if t.strip()]  # --tags a,b as Ansible takes it
+    tags = commands.select_tags(tags, skip_tags)
     if not check and not yes and not _interactive():
         # nobody to ask: a change needs consent given up front (a check run changes nothing and never asks)
         raise ConfigError(
@@ -428,8 +543,7 @@ def provision(
             "run; nothing was changed"
         )
     request = commands.prepare_provision(
-        hosts,
-        inventory,
+        _host_args(hosts, inventory, limit, ask_vault_pass, vault_password_file),
         pin_flags=pin,
         expect_flags=expect,
         source_flags=_sources(nvidia_repo, nvidia_repo_key, pytorch_index, pip_index, wheelhouse),
@@ -482,5 +596,37 @@ def provision(
     _end(failure)
 
 
+# Click's exceptions, which Typer vendors since 0.23 (typer._click) and re-exported before: found through the one
+# Typer exports, so neither layout is named
+_USAGE_ERROR = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
+_CLICK_ERROR = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+
+
+def _usage_error(exc: Any) -> int:
+    """A usage error as every other error: ``error: CAUSE`` on the first line, where to read more on the second
+    (Typer's own display puts the cause on the fourth line, inside a box)."""
+    if type(exc).__name__ == "NoArgsIsHelpError":  # bare ``dlsetup``: the help, as with -h, but exit 2
+        err.print(exc.format_message(), markup=False)
+        return EXIT_CONFIG
+    command = exc.ctx.command_path if exc.ctx is not None else "dlsetup"
+    if command == "dlsetup":  # an option's missing value is raised before the command's context exists
+        named = next((a for a in sys.argv[1:] if not a.startswith("-")), None)
+        names = {c.name or getattr(c.callback, "__name__", "") for c in app.registered_commands}
+        command = f"dlsetup {named}" if named in names else command
+    err.print(f"[bold red]error:[/bold red] {escape(exc.format_message())}")
+    err.print(f"hint: {escape(command)} -h lists the arguments and options")
+    return exc.exit_code if exc.exit_code else EXIT_CONFIG
+
+
 def main() -> None:
-    app()
+    try:
+        code = app(standalone_mode=False, prog_name="dlsetup")
+    except _USAGE_ERROR as exc:  # type: ignore[misc]
+        sys.exit(_usage_error(exc))
+    except _CLICK_ERROR as exc:  # type: ignore[misc]
+        err.print(f"[bold red]error:[/bold red] {escape(exc.format_message())}")
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        err.print("interrupted: nothing was changed by this prompt")
+        sys.exit(EXIT_INTERRUPTED)
+    sys.exit(code if isinstance(code, int) else 0)

@@ -23,7 +23,7 @@ import yaml
 from dlsetup import paths
 from dlsetup.config import accept as accept_hw
 from dlsetup.config.flags import parse_key_values
-from dlsetup.config.targets import TargetSet, resolve_targets
+from dlsetup.config.targets import HostArgs, TargetSet, resolve_targets
 from dlsetup.errors import (
     ConfigError,
     DlsetupError,
@@ -49,6 +49,7 @@ from dlsetup.plan.request import request_from_facts, request_offline
 from dlsetup.plan.resolve import resolve_stack
 from dlsetup.plan.schema import Gpu
 from dlsetup.plan.sources import sources_from_inventory, validate_sources
+from dlsetup.run import inventory as ansible_inventory
 from dlsetup.run import runner
 from dlsetup.verify import suite_runner
 from dlsetup.verify.expect import Expectations, merge, parse_expect_flags
@@ -78,12 +79,18 @@ def check_inventory_path(inventory: Path) -> None:
         raise ConfigError(f"inventory {inventory} cannot be read (permission denied)")
 
 
-def load_targets(hosts: Sequence[str], inventory: Path | None) -> TargetSet:
-    """Resolve HOST arguments against the (validated) inventory."""
-    if inventory is not None:
-        check_inventory_path(inventory)
-    listing = runner.list_inventory(inventory) if inventory is not None else None
-    return resolve_targets(hosts, inventory_path=inventory, inventory=listing)
+def load_targets(args: HostArgs) -> TargetSet:
+    """Resolve HOST arguments (host patterns, within ``--limit``) against the (validated) inventory, read by
+    Ansible."""
+    selection = None
+    if args.inventory is not None:
+        check_inventory_path(args.inventory)
+        selection = ansible_inventory.select(args.inventory, args.hosts, limit=args.limit, vault=args.vault)
+    elif args.vault:
+        raise ConfigError("--ask-vault-pass and --vault-password-file open an inventory's vaulted values: give -i")
+    return resolve_targets(
+        args.hosts, inventory_path=args.inventory, selection=selection, limit=args.limit, vault=args.vault
+    )
 
 
 def expectations_for(targets: TargetSet, expect_flags: Sequence[str]) -> dict[str, Expectations]:
@@ -156,9 +163,9 @@ class FactsResult:
         return kind(f"no facts from {', '.join(self.errors)}", shown=True)
 
 
-def facts_command(hosts: Sequence[str], inventory: Path | None) -> FactsResult:
+def facts_command(hosts: HostArgs) -> FactsResult:
     check_output_paths(None)
-    targets = load_targets(hosts, inventory)
+    targets = load_targets(hosts)
     gathered = gather_facts(targets)
     return FactsResult(targets.names, gathered.facts, gathered.errors, gathered.failed)
 
@@ -228,8 +235,7 @@ class PlanResult:
 
 
 def plan_command(
-    hosts: Sequence[str],
-    inventory: Path | None,
+    hosts: HostArgs,
     *,
     os_name: str | None,
     gpus: Sequence[str],
@@ -237,9 +243,9 @@ def plan_command(
     pin_flags: Sequence[str],
     source_flags: Mapping[str, str | None] | None = None,
 ) -> PlanResult:
-    if os_name is None and not hosts:
+    if os_name is None and not hosts.hosts:
         raise ConfigError("give HOST(s) to plan from live facts, or --os (and --gpu) to plan offline")
-    if os_name is not None and hosts:
+    if os_name is not None and hosts.hosts:
         raise ConfigError("give either HOST(s) or --os, not both")
     flags = parse_source_flags(source_flags)
     if os_name is not None:
@@ -250,7 +256,7 @@ def plan_command(
         except DlsetupError as exc:
             return PlanResult({}, {os_name: exc}, True)
     check_output_paths(None)
-    targets = load_targets(hosts, inventory)
+    targets = load_targets(hosts)
     pins_by_host = pins_for(targets, pin_flags)
     sources = sources_for(targets, flags)
     gathered = gather_facts(targets)
@@ -296,8 +302,7 @@ def accept_hardware(
 
 
 def prepare_provision(
-    hosts: Sequence[str],
-    inventory: Path | None,
+    hosts: HostArgs,
     *,
     pin_flags: Sequence[str],
     expect_flags: Sequence[str],
@@ -308,9 +313,9 @@ def prepare_provision(
 ) -> ProvisionRequest:
     """Targets, pins, sources, expectations, facts and plans; any problem is raised before a host is touched.
     With ``accept`` (``--accept-hardware``) each host's expectations are rewritten to its hardware now."""
-    check_tags(tags)
+    tags = select_tags(tags)
     check_output_paths(junit_xml)
-    targets = load_targets(hosts, inventory)
+    targets = load_targets(hosts)
     pins = pins_for(targets, pin_flags)
     sources = sources_for(targets, parse_source_flags(source_flags))
     expectations = expectations_for(targets, expect_flags)
@@ -336,6 +341,9 @@ def known_tags() -> list[str]:
     return found
 
 
+_PROBE_BYTES = 64 * 1024  # about what a run's first files take before its playbook starts
+
+
 def _unwritable(directory: Path) -> str | None:
     """Why a file cannot be created in ``directory`` (or the nearest directory above it that exists), tried for
     real: permissions, a read-only or pseudo file system (``/proc``), a full disk; ``None`` when it can."""
@@ -348,30 +356,59 @@ def _unwritable(directory: Path) -> str | None:
         fd, probe = tempfile.mkstemp(prefix=".dlsetup-write-check-", dir=existing)
     except OSError as exc:
         return f"{existing}: {exc.strerror or exc}"
-    os.close(fd)
-    os.unlink(probe)
+    try:  # data, not only an inode: a full disk still lets an empty file be made
+        os.write(fd, b"\0" * _PROBE_BYTES)
+        os.fsync(fd)
+    except OSError as exc:
+        return f"{existing}: {exc.strerror or exc}"
+    finally:
+        os.close(fd)
+        os.unlink(probe)
     return None
 
 
 def check_output_paths(junit_xml: Path | None) -> None:
     """The files a run writes here (its log and artifacts, a JUnit report) can be written: checked up front, so a
     run that changed hosts does not end on an unwritable path."""
-    wanted = [("the state directory (DLSETUP_STATE_DIR)", runner.state_dir())]
+    state = runner.state_dir()
+    # runs/ is what a run writes into: a file of that name, or a full disk, must fail here, not mid-run
+    wanted = [("the state directory (DLSETUP_STATE_DIR)", state, state / "runs")]
     if junit_xml is not None:
         if junit_xml.is_dir():
             raise ConfigError(f"--junit-xml: {junit_xml} is a directory, give a file name; nothing was changed")
-        wanted.append(("--junit-xml", junit_xml.parent if str(junit_xml.parent) else Path(".")))
-    for what, path in wanted:
-        why = _unwritable(path)
+        parent = junit_xml.parent if str(junit_xml.parent) else Path(".")
+        wanted.append(("--junit-xml", parent, parent))
+    for what, shown, probed in wanted:
+        why = _unwritable(probed)
         if why is not None:
-            raise ConfigError(f"{what}: {path} cannot be written ({why}); nothing was changed")
+            raise ConfigError(f"{what}: {shown} cannot be written ({why}); nothing was changed")
 
 
-def check_tags(tags: Sequence[str]) -> None:
+def select_tags(tags: Sequence[str], skip_tags: Sequence[str] = ()) -> list[str]:
+    """The role tags a provision runs, from ``--tags`` and ``--skip-tags`` (each a role name, ``base``, or its tag,
+    ``role::base``; comma-separated lists as Ansible takes them): ``[]`` for all of them. An unknown one is bad
+    input, never a run that does nothing."""
     known = known_tags()
-    unknown = [t for t in tags if t not in known]
-    if unknown:
-        raise ConfigError(f"unknown tag {unknown[0]!r} for --tags; known: {', '.join(known)}")
+
+    def normalised(values: Sequence[str], option: str) -> list[str]:
+        found: list[str] = []
+        for value in (t.strip() for raw in values for t in raw.split(",")):
+            if not value:
+                continue
+            tag = value if value.startswith("role::") else f"role::{value}"
+            if tag not in known:
+                names = ", ".join(t.removeprefix("role::") for t in known)
+                raise ConfigError(f"unknown tag {value!r} for {option}; known: {names} (or role::NAME)")
+            found += [tag] if tag not in found else []
+        return found
+
+    selected, skipped = normalised(tags, "--tags"), normalised(skip_tags, "--skip-tags")
+    if not skipped:
+        return selected
+    left = [t for t in (selected or known) if t not in skipped]
+    if not left:
+        raise ConfigError("--skip-tags leaves no role to run; nothing was changed")
+    return left
 
 
 @dataclass
@@ -635,7 +672,7 @@ class VerifyResult:
     ``--accept-hardware``, the new expectations and the baselines recorded."""
 
     report: VerifyReport
-    unreachable: frozenset[str]
+    unreachable: Mapping[str, str]  # name → why its facts could not be read
     accepted: dict[str, accept_hw.Accepted] = field(default_factory=dict)
     baselines: dict[str, HardwareBaseline] = field(default_factory=dict)
 
@@ -647,16 +684,17 @@ class VerifyResult:
         # docs/verify.md: 6 when a check failed, 3 when a host was unreachable; the higher one when both
         kind = VerifyFailedError if any(n not in self.unreachable for n in failed) else UnreachableError
         blank = [n for n in failed if n not in self.unreachable and self.report.hosts[n].verdict == "nothing_checked"]
-        failing = [n for n in failed if n not in blank]
+        failing = [n for n in failed if n not in blank and n not in self.unreachable]
         parts = [f"verification failed on {', '.join(failing)}"] if failing else []
         if blank:
             parts.append(f"nothing could be checked on {', '.join(blank)}")
+        # a host never checked: why (its first line), as the one line of the verdict says
+        parts += [f"{n} could not be checked: {self.unreachable[n]}" for n in failed if n in self.unreachable]
         return kind("; ".join(parts), kind="verify_failed", verdict=True)
 
 
 def verify_command(
-    hosts: Sequence[str],
-    inventory: Path | None,
+    hosts: HostArgs,
     *,
     expect_flags: Sequence[str],
     load: bool,
@@ -667,7 +705,7 @@ def verify_command(
     (``--accept-hardware``) the expectations are rewritten to the hardware now, the baselines are not compared,
     and the hosts that pass get their hardware recorded as the new baseline (the only time verify writes)."""
     check_output_paths(junit_xml)
-    targets = load_targets(hosts, inventory)
+    targets = load_targets(hosts)
     expectations = expectations_for(targets, expect_flags)
     gathered = gather_facts(targets)
     accepted: dict[str, accept_hw.Accepted] = {}
@@ -684,7 +722,7 @@ def verify_command(
         accepted=list(accepted),
     )
     baselines = record_baselines(targets, verified, run_dir=None) if accept else {}
-    return VerifyResult(verified.report, frozenset(gathered.errors), accepted, baselines)
+    return VerifyResult(verified.report, dict(gathered.errors), accepted, baselines)
 
 
 # --- diff -------------------------------------------------------------------------------------------------------
@@ -728,15 +766,14 @@ class DiffResult:
 
 
 def diff_command(
-    hosts: Sequence[str],
-    inventory: Path | None,
+    hosts: HostArgs,
     *,
     pin_flags: Sequence[str],
     source_flags: Mapping[str, str | None] | None = None,
 ) -> DiffResult:
     """Read-only: each host's hardware against its baseline, and the plan it would get against the applied one."""
     check_output_paths(None)
-    targets = load_targets(hosts, inventory)
+    targets = load_targets(hosts)
     pins = pins_for(targets, pin_flags)
     sources = sources_for(targets, parse_source_flags(source_flags))
     gathered = gather_facts(targets)

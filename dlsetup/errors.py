@@ -29,15 +29,23 @@ EXIT_DRIFT = 9
 EXIT_HOST_FAILED = 10
 EXIT_INTERRUPTED = 128 + signal.SIGINT  # a run stopped by signal N exits 128 + N
 
-EXIT_CODES_TEXT = (
-    "Exit codes: 0 ok, 1 internal error, 2 bad input, 3 unreachable host, 4 no supported stack, "
-    "5 Ansible run failed, 6 verification failed (a check failed, or nothing could be checked), "
-    "7 reboot required (then run the same command again), "
-    "8 a source the plan needs is unreachable or untrusted (preflight; nothing was changed), "
-    "9 drifted since the last verified baseline (dlsetup diff), "
-    "10 a reachable host where the facts module failed (its error says why), "
-    "130/143 interrupted (run it again to converge)."
+# the one table of exit codes: `dlsetup --help` prints it, the README's "Exit codes" table is it (a unit test
+# holds the two together)
+EXIT_CODES: tuple[tuple[str, str], ...] = (
+    ("0", "ok"),
+    ("1", "internal error (a bug: run with --debug and report it)"),
+    ("2", "bad input: arguments, inventory, expectations, pins, sources, paths; refused before anything ran"),
+    ("3", "a host is unreachable (SSH, its host key, the local connection)"),
+    ("4", "no supported stack for this hardware or OS"),
+    ("5", "the Ansible run failed on a host"),
+    ("6", "verification failed (a check failed, or nothing could be checked)"),
+    ("7", "a reboot is required: reboot, then run the same command again"),
+    ("8", "preflight: a source the plan needs cannot be reached or trusted from a host; nothing was changed"),
+    ("9", "drift (dlsetup diff): the hardware or the plan changed since the last verified baseline"),
+    ("10", "a host was reached but dlsetup's facts module failed there (its first error line says why)"),
+    ("130, 143", "interrupted by Ctrl-C (SIGINT) or SIGTERM: run the same command again to converge"),
 )
+EXIT_CODES_TEXT = "Exit codes:\n" + "\n".join(f"  {code:>8}  {meaning}" for code, meaning in EXIT_CODES)
 
 
 class DlsetupError(Exception):

@@ -6,6 +6,7 @@ editable install) they are the top-level folders of the repository. Both layouts
 
 from __future__ import annotations
 
+import locale
 import os
 import sys
 from functools import cache
@@ -63,4 +64,20 @@ def ansible_env() -> dict[str, str]:
         "ANSIBLE_TIMEOUT": "20",
         # ansible-playbook and friends live next to dlsetup's interpreter, on PATH or not
         "PATH": bin_dir + os.pathsep + os.environ.get("PATH", "/usr/bin:/bin"),
+        **_utf8_locale(),
     }
+
+
+def _utf8_locale() -> dict[str, str]:
+    """``LC_ALL=C.UTF-8`` where the user's locale is not a UTF-8 one that exists (``LC_ALL=C``, a locale that is
+    not installed): Ansible refuses to start in any other ("requires the locale encoding to be UTF-8"), and
+    C.UTF-8 is part of glibc on every OS dlsetup supports."""
+    saved = locale.setlocale(locale.LC_CTYPE)
+    try:
+        locale.setlocale(locale.LC_CTYPE, "")
+        encoding = locale.getlocale(locale.LC_CTYPE)[1] or ""
+    except locale.Error:
+        encoding = ""
+    finally:
+        locale.setlocale(locale.LC_CTYPE, saved)
+    return {} if encoding.lower().replace("-", "") == "utf8" else {"LC_ALL": "C.UTF-8"}

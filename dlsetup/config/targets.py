@@ -9,6 +9,7 @@ Everything is resolved and validated before any host is touched.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import re
 import socket
@@ -19,6 +20,7 @@ from typing import Any
 
 from dlsetup.errors import ConfigError
 
+VAULT_PROMPT = r"^Vault password.*:\s*?$"
 LOCAL_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 _ADHOC = re.compile(
     r"^(?:(?P<user>[a-z_][a-z0-9_.-]*)@)?(?P<host>\[[0-9a-fA-F:]+\]|[A-Za-z0-9][A-Za-z0-9.-]*)(?::(?P<port>\d{1,5}))?$"
@@ -39,13 +41,63 @@ class Target:
 
 
 @dataclass(frozen=True)
+class VaultOptions:
+    """How Ansible opens vaulted values: a password asked once by dlsetup (``--ask-vault-pass``), kept in memory
+    only, and password files (``--vault-password-file``, a file or an executable that prints it)."""
+
+    password: str | None = None
+    password_files: tuple[Path, ...] = ()
+
+    def __bool__(self) -> bool:
+        return self.password is not None or bool(self.password_files)
+
+    def cmdline(self) -> list[str]:
+        """ansible-playbook's options for these secrets (the asked password goes to its prompt)."""
+        args = [arg for path in self.password_files for arg in ("--vault-password-file", str(path.resolve()))]
+        return [*args, "--ask-vault-pass"] if self.password is not None else args
+
+    def prompts(self) -> dict[str, str]:
+        """ansible-runner's answers to ansible-playbook's prompts (pexpect, never a file)."""
+        return {VAULT_PROMPT: self.password} if self.password is not None else {}
+
+
+@dataclass(frozen=True)
+class HostArgs:
+    """What a command is told to work on: its HOST arguments (host patterns, with ``-i``), the inventory, the
+    ``--limit`` pattern and how to open the inventory's vaulted values."""
+
+    hosts: tuple[str, ...]
+    inventory: Path | None = None
+    limit: str | None = None
+    vault: VaultOptions = field(default_factory=VaultOptions)
+
+
+@dataclass(frozen=True)
+class Selection:
+    """What the inventory answered (:func:`dlsetup.run.inventory.select`): per HOST pattern the hosts it selects
+    within ``--limit`` (``matched``) and without it (``matched_all``), in inventory order; the variables of every
+    selected host as Ansible merges them; the groups without a host; the values that were vaulted (secrets,
+    whatever their names); the inventory plugins in the order Ansible tried them."""
+
+    matched: tuple[tuple[str, ...], ...]
+    matched_all: tuple[tuple[str, ...], ...]
+    hostvars: Mapping[str, Mapping[str, Any]]
+    empty_groups: frozenset[str] = frozenset()
+    vaulted: tuple[str, ...] = ()
+    plugins: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class TargetSet:
     """The resolved hosts plus the inventory sources the runner needs."""
 
     targets: tuple[Target, ...]
     inventory_path: Path | None
-    # variables of every inventory host (after ansible-inventory's merge), by host name
+    # variables of the selected inventory hosts (as Ansible merges them, vaulted ones decrypted), by host name
     inventory_hostvars: Mapping[str, Mapping[str, Any]]
+    vault: VaultOptions = field(default_factory=VaultOptions)
+    vaulted: tuple[str, ...] = ()  # the decrypted vaulted values: secrets for redaction
+    inventory_plugins: tuple[str, ...] = ()  # the order the runs give Ansible (ANSIBLE_INVENTORY_ENABLED)
 
     @property
     def names(self) -> list[str]:
@@ -63,7 +115,7 @@ class TargetSet:
     def subset(self, names: Sequence[str]) -> TargetSet:
         """The same inventory, limited to ``names`` (in this set's order)."""
         kept = tuple(t for t in self.targets if t.name in names)
-        return TargetSet(kept, self.inventory_path, self.inventory_hostvars)
+        return dataclasses.replace(self, targets=kept)
 
     def hostvars(self, name: str) -> Mapping[str, Any]:
         for target in self.targets:
@@ -128,49 +180,59 @@ def resolve_targets(
     specs: Sequence[str],
     *,
     inventory_path: Path | None = None,
-    inventory: Mapping[str, Any] | None = None,
+    selection: Selection | None = None,
+    limit: str | None = None,
+    vault: VaultOptions | None = None,
 ) -> TargetSet:
     """Resolve HOST arguments.
 
-    ``inventory`` is the JSON of ``ansible-inventory --list`` for ``inventory_path`` (the runner produces it);
-    it is passed in so this module stays free of I/O beyond name resolution.
+    ``selection`` is Ansible's answer for ``inventory_path`` (:func:`dlsetup.run.inventory.select`): per HOST
+    argument, as one host pattern, the inventory hosts it selects within ``limit``. An argument that selects none
+    is ``localhost`` or an ad-hoc ``[user@]address[:port]`` (a comma-separated list of them). ``limit`` keeps, of
+    those, the ones it names. This module does no I/O beyond name resolution.
     """
     if not specs:
         raise ConfigError("no host given: name at least one HOST (e.g. localhost)")
-    groups: dict[str, list[str]] = {}
-    hostvars: dict[str, dict[str, Any]] = {}
-    if inventory is not None:
-        groups = _group_members(inventory)
-        # a host without variables of its own is only in its groups' lists, not under _meta.hostvars
-        hostvars = {name: {} for name in groups.get("all", [])}
-        hostvars.update({k: dict(v) for k, v in inventory.get("_meta", {}).get("hostvars", {}).items()})
+    if limit is not None and not limit.strip():
+        raise ConfigError("--limit is empty: give a host pattern, e.g. --limit 'rigs:!rig-2'")
     targets: dict[str, Target] = {}
-    for raw in specs:
+    for index, raw in enumerate(specs):
+        if selection is not None and (selection.matched[index] or selection.matched_all[index]):
+            # within the inventory: --limit may leave none of it, as ansible-playbook's does
+            for name in selection.matched[index]:
+                targets.setdefault(name, Target(name, {}, from_inventory=True))
+            continue
         for spec in (s.strip() for s in raw.split(",")):
             if not spec:
                 continue
-            for target in _resolve_one(spec, inventory_path, groups, hostvars):
-                targets.setdefault(target.name, target)
+            if selection is not None and spec in selection.empty_groups:
+                raise ConfigError(f"group {spec!r} in {inventory_path} has no hosts")
+            for target in _resolve_one(spec, inventory_path):
+                if limit is None or target.name in _limit_names(limit):
+                    targets.setdefault(target.name, target)
     if not targets:
-        raise ConfigError(f"no hosts matched {', '.join(specs)!r}")
-    return TargetSet(tuple(targets.values()), inventory_path, hostvars)
+        within = f" within --limit {limit!r}" if limit is not None else ""
+        raise ConfigError(f"no hosts matched {', '.join(specs)!r}{within}")
+    return TargetSet(
+        tuple(targets.values()),
+        inventory_path,
+        dict(selection.hostvars) if selection is not None else {},
+        vault=vault or VaultOptions(),
+        vaulted=selection.vaulted if selection is not None else (),
+        inventory_plugins=selection.plugins if selection is not None else (),
+    )
 
 
-def _resolve_one(
-    spec: str,
-    inventory_path: Path | None,
-    groups: Mapping[str, list[str]],
-    hostvars: Mapping[str, Mapping[str, Any]],
-) -> list[Target]:
-    if spec in hostvars:
-        return [Target(spec, {}, from_inventory=True)]
-    if spec in groups:
-        members = groups[spec]
-        if not members:
-            raise ConfigError(f"group {spec!r} in {inventory_path} has no hosts")
-        return [Target(name, {}, from_inventory=True) for name in members]
+def _limit_names(limit: str) -> set[str]:
+    """The plain names in a ``--limit`` pattern: what it can select of hosts that are not in the inventory."""
+    return {part.strip() for part in re.split(r"[,:]", limit) if part.strip()}
+
+
+def _resolve_one(spec: str, inventory_path: Path | None) -> list[Target]:
     if spec in LOCAL_NAMES:
         return [local_target()]
+    if inventory_path is not None and not _ADHOC.match(spec):
+        raise ConfigError(f"host pattern {spec!r} matches no host in inventory {inventory_path}")
     target = parse_adhoc(spec)
     host = str(target.hostvars["ansible_host"])
     looks_like_address = "@" in spec or ":" in spec or "." in host or _is_ip(host)
@@ -187,24 +249,3 @@ def _is_ip(host: str) -> bool:
     except ValueError:
         return False
     return True
-
-
-def _group_members(inventory: Mapping[str, Any]) -> dict[str, list[str]]:
-    """Every group's hosts, children included, in inventory order."""
-
-    def members(group: str, seen: set[str]) -> list[str]:
-        if group in seen:
-            return []
-        seen.add(group)
-        entry = inventory.get(group, {})
-        hosts = list(entry.get("hosts", []))
-        for child in entry.get("children", []):
-            hosts.extend(h for h in members(child, seen) if h not in hosts)
-        return hosts
-
-    # a group without hosts is only named in its parent's children
-    names = [g for g in inventory if g != "_meta"]
-    for entry in list(inventory.values()):
-        if isinstance(entry, Mapping):
-            names += [c for c in entry.get("children", []) if c not in names]
-    return {g: members(g, set()) for g in names}

@@ -9,11 +9,8 @@ redacted (:mod:`dlsetup.run.redact`): no password, token or vaulted value of the
 
 from __future__ import annotations
 
-import json
 import os
 import re
-import shutil
-import subprocess
 import sys
 import uuid
 from collections.abc import Callable, Iterable, Mapping
@@ -26,7 +23,7 @@ import yaml
 
 from dlsetup import paths
 from dlsetup.config.targets import TargetSet
-from dlsetup.errors import ConfigError, DlsetupError
+from dlsetup.errors import DlsetupError
 from dlsetup.run import redact, rundir, signals
 from dlsetup.run.rundir import KEEP_RUNS, new_run_dir, release_run_dir, state_dir
 
@@ -38,7 +35,6 @@ __all__ = [
     "HostStats",
     "RunResult",
     "failure_line",
-    "list_inventory",
     "new_run_dir",
     "release_run_dir",
     "run_playbook",
@@ -111,42 +107,6 @@ def _ensure_ansible_on_path() -> None:
         os.environ["PATH"] = bin_dir + os.pathsep + current if current else bin_dir
 
 
-def list_inventory(path: Path) -> dict[str, Any]:
-    """``ansible-inventory --list`` for the user's inventory; a broken inventory is a ConfigError.
-
-    Run as a plain child, not through ansible-runner: the listing holds every variable of the inventory
-    (passwords too), and ansible-runner would keep it in ``artifacts/*/stdout`` of a private data dir (one of
-    its own, ``/tmp/.ansible-runner-*``, left behind, when none is given).
-    """
-    _ensure_ansible_on_path()
-    if not path.exists():
-        raise ConfigError(f"inventory {path} does not exist")
-    env = {**os.environ, **paths.ansible_env(), "ANSIBLE_VERBOSITY": "0"}
-    program = shutil.which("ansible-inventory", path=env["PATH"]) or "ansible-inventory"
-    rc, out, err = signals.run_child(
-        [program, "--list", "-i", str(path.resolve())],
-        what=f"reading the inventory {path}",
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    if rc != 0 or not (out or "").strip():
-        reason = _first_error_line(err) or "ansible-inventory returned nothing"
-        raise ConfigError(f"invalid inventory {path}: {reason}")
-    try:
-        return dict(json.loads(out or ""))
-    except (json.JSONDecodeError, TypeError, ValueError):
-        raise ConfigError(f"invalid inventory {path}: {_first_error_line(err) or (out or '')[:200]}") from None
-
-
-def _first_error_line(text: str | None) -> str:
-    for raw in (text or "").splitlines():
-        line = raw.strip()
-        if line and not line.startswith("[WARNING]"):
-            return line.removeprefix("[ERROR]: ").strip()
-    return ""
-
-
 def _inventory_sources(targets: TargetSet, run_dir: Path) -> list[str]:
     sources: list[str] = []
     if targets.inventory_path is not None:
@@ -188,13 +148,15 @@ def run_playbook(
     _ensure_ansible_on_path()
     run_dir = new_run_dir(kind)
     envvars = paths.ansible_env()
+    if targets.inventory_plugins:  # the order the inventory was read in (dlsetup.run.inventory_child)
+        envvars["ANSIBLE_INVENTORY_ENABLED"] = ",".join(targets.inventory_plugins)
     secrets = redact.Secrets.collect(
         {**os.environ, **envvars},
         dict(targets.inventory_hostvars),
         targets.adhoc_inventory(),
         dict(extravars or {}),
         {h: dict(v) for h, v in (host_extravars or {}).items()},
-        values=[become_password],
+        values=[become_password, targets.vault.password, *targets.vaulted],
     )
     sources = _inventory_sources(targets, run_dir)
     if host_extravars:
@@ -223,7 +185,10 @@ def run_playbook(
         cmdline.append("--check")
     if diff:
         cmdline.append("--diff")
-    passwords: dict[str, str] = {}
+    # vaulted values: Ansible opens them with the same secrets (a file it reads, or the asked password answered at
+    # its prompt); dlsetup never writes them out
+    cmdline += targets.vault.cmdline()
+    passwords: dict[str, str] = dict(targets.vault.prompts())
     if become_password is not None:
         # answered through ansible-runner's pexpect prompt handling: never written to the run dir or a log
         cmdline.append("--ask-become-pass")
@@ -342,7 +307,7 @@ def _collect(result: RunResult, event: Mapping[str, Any], shown: Mapping[str, An
         failed = FailedTask(task, failure_line(_res(shown)), action, _event_file(result.run_dir, event))
         result.failed_tasks.setdefault(host, []).append(failed)
     elif name == "runner_on_unreachable":
-        result.unreachable[host] = failure_line(_res(shown))
+        result.unreachable[host] = unreachable_line(_res(shown))
 
 
 def _res(event: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -399,6 +364,32 @@ def failure_line(res: Mapping[str, Any]) -> str:
         if rc not in (None, 0):
             line += f" (rc {rc})"
     return line if len(line) <= _MAX_LINE else line[: _MAX_LINE - 1] + "…"
+
+
+_SSH_PREFIX = "Failed to connect to the host via ssh: "
+_CHANGED_KEY = re.compile(r"^Host key for (?P<host>\S+) has changed", re.MULTILINE)
+_OFFENDING_KEY = re.compile(r"^Offending \S+ key in (?P<where>\S+)", re.MULTILINE)
+
+
+def unreachable_line(res: Mapping[str, Any]) -> str:
+    """Why a host could not be reached, in one line: ssh's own cause rather than the first line of its stderr.
+
+    ssh opens a changed host key with a banner of ``@`` characters, and a host key it cannot verify with warnings;
+    the cause is the line that names the key (and the known_hosts line that holds the other one).
+    """
+    msg = str(res.get("msg") or "")
+    changed = _CHANGED_KEY.search(msg)
+    if changed:
+        where = _OFFENDING_KEY.search(msg)
+        known = f" (known_hosts holds another key at {where['where']})" if where else ""
+        return (f"the host key of {changed['host']} has CHANGED since it was recorded{known}: Host key verification "
+                "failed; if the host was reinstalled, remove the old key with ssh-keygen -R")  # fmt: skip
+    if msg.startswith(_SSH_PREFIX):
+        lines = [line.strip() for line in msg.removeprefix(_SSH_PREFIX).splitlines()]
+        telling = [line for line in lines if line and not line.startswith(("@", "Warning: Permanently added"))]
+        if telling:
+            return failure_line({"msg": _SSH_PREFIX + " ".join(telling)})
+    return failure_line(res)
 
 
 def _cause(streams: list[str], msg: str) -> str:

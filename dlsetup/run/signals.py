@@ -68,12 +68,14 @@ def run_child(
     stdout: int | IO[Any] | None = None,
     stderr: int | IO[Any] | None = None,
     grace_s: float = GRACE_S,
+    stdin_text: str | None = None,
 ) -> tuple[int, str | None, str | None]:
     """Run ``cmd`` to its end and return its exit code and, for ``subprocess.PIPE``, its output (text).
 
     A SIGINT or SIGTERM meanwhile is forwarded to the child's process group; once the child ended (or was
     killed ``grace_s`` later), whatever is left of its group is killed and :class:`InterruptedRunError` for
-    ``what`` (e.g. ``"the verification suite on rig-1"``) is raised.
+    ``what`` (e.g. ``"the verification suite on rig-1"``) is raised. ``stdin_text`` is the child's stdin (a pipe,
+    never a file: it may carry a password); without it, stdin is ``/dev/null``.
     """
     proc: subprocess.Popen[str] | None = None
     deadline: list[float] = []
@@ -87,7 +89,7 @@ def run_child(
         proc = subprocess.Popen(
             list(cmd),
             env=dict(env) if env is not None else None,
-            stdin=subprocess.DEVNULL,
+            stdin=subprocess.PIPE if stdin_text is not None else subprocess.DEVNULL,
             stdout=stdout,
             stderr=stderr,
             text=True,
@@ -97,8 +99,10 @@ def run_child(
             forward(signum)
         while True:
             try:
-                out, err = proc.communicate(timeout=0.2)  # again after a timeout: the output so far is kept
+                # again after a timeout: the output so far is kept; the input is given on the first call only
+                out, err = proc.communicate(stdin_text, timeout=0.2)
             except subprocess.TimeoutExpired:
+                stdin_text = None
                 if deadline and time.monotonic() > deadline[0]:
                     _kill_group(proc.pid, signal.SIGKILL)
                 continue

@@ -76,7 +76,9 @@ def run_suite(
     listing = json.dumps({"all": {"hosts": list(inventory)}, "_meta": {"hostvars": inventory}})
     env = dict(os.environ)
     env.update(paths.ansible_env())
-    secrets = redact.Secrets.collect(env, dict(targets.inventory_hostvars), inventory)
+    secrets = redact.Secrets.collect(
+        env, dict(targets.inventory_hostvars), inventory, values=[targets.vault.password, *targets.vaulted]
+    )
     redact.write_private(context_path, json.dumps(secrets.redact(context)))
     redact.write_private(inventory_path, _INVENTORY_SCRIPT, mode=0o700)
     suite = paths.verify_suite_dir()

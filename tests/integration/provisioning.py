@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from dlsetup import commands
+from dlsetup.config.targets import HostArgs
 
 
 def changed_on_rerun(
@@ -14,7 +15,7 @@ def changed_on_rerun(
     """Run the same provision again through dlsetup's own API and return (failures, changed per host), read from
     the runner's stats; the tasks that changed are printed (pytest shows them when an assertion fails). The
     sources are the inventory's (``dlsetup_wheelhouse`` ...) and ``source_flags`` (as ``--pytorch-index`` ...)."""
-    targets = commands.load_targets([host], inventory)
+    targets = commands.load_targets(HostArgs((host,), inventory))
     gathered = commands.gather_facts(targets)
     commands.require_reachable(gathered)
     sources = commands.sources_for(targets, commands.parse_source_flags(source_flags))

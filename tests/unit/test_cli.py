@@ -11,6 +11,7 @@ import importlib.metadata
 import json
 import os
 import re
+import subprocess
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -71,7 +72,7 @@ def kepler_facts(rig: dict[str, Any]) -> dict[str, Any]:
 
 @pytest.fixture
 def inventory(tmp_path: Path) -> Path:
-    """A tiny real inventory: ``ansible-inventory`` reads it (list_inventory is not replaced)."""
+    """A tiny real inventory: Ansible reads it (dlsetup.run.inventory is not replaced)."""
     path = tmp_path / "hosts.yml"
     path.write_text(
         "all:\n"
@@ -336,6 +337,35 @@ def test_verify_exits_3_when_a_host_is_unreachable(
     assert check["status"] == "fail"
     assert check["message"] == f"unreachable: {SSH_FAILURE}"
     assert stub_verify.calls == []  # nothing to run the suite on
+
+
+def test_verify_of_an_unreachable_host_says_why_in_its_one_line(
+    cli: Invoke, fake_runner: FakeRunner, stub_verify: StubVerify
+) -> None:
+    fake_runner.unreachable[UNREACHABLE] = SSH_FAILURE
+    result = cli("verify", UNREACHABLE)
+    assert result.exit_code == 3, result.output
+    assert result.stderr.strip() == f"{UNREACHABLE} could not be checked: unreachable: {SSH_FAILURE}"
+
+
+@pytest.mark.parametrize(
+    ("args", "cause", "hint"),
+    [
+        (["facts"], "error: Missing argument 'HOST'.", "hint: dlsetup facts -h lists the arguments and options"),
+        (["facts", "--frobnicate", "x"], "error: No such option: --frobnicate", "hint: dlsetup facts -h"),
+        (["frobnicate"], "error: No such command 'frobnicate'.", "hint: dlsetup -h"),
+        (["plan", "--os"], "error: Option '--os' requires an argument.", "hint: dlsetup plan -h"),
+    ],
+)
+def test_usage_errors_are_a_cause_and_a_hint(args: list[str], cause: str, hint: str, state_dir: Path) -> None:
+    """Through the real entry point (main), as a shell runs it: the cause first, where to read more second."""
+    done = subprocess.run([sys.executable, "-m", "dlsetup", *args], capture_output=True, text=True, check=False,
+                          env={**os.environ, "COLUMNS": "60", "DLSETUP_STATE_DIR": str(state_dir)})  # fmt: skip
+    assert done.returncode == 2
+    lines = done.stderr.splitlines()
+    assert len(lines) == 2, done.stderr
+    assert lines[0].startswith(cause) and lines[1].startswith(hint)
+    assert done.stdout == ""
 
 
 def test_verify_checks_the_reachable_hosts_and_exits_3_for_the_other(
@@ -1081,7 +1111,33 @@ def test_an_unknown_tag_is_refused_before_anything_runs(cli: Invoke, fake_runner
     result = cli("provision", "localhost", "--check", "--tags", "role::base,role::drivers")
     assert result.exit_code == 2
     assert fake_runner.playbooks == []
-    assert result.stderr.startswith("error: unknown tag 'role::drivers' for --tags; known: role::hw_facts, role::base,")
+    assert result.stderr.startswith("error: unknown tag 'role::drivers' for --tags; known: hw_facts, base,")
+
+
+@pytest.mark.parametrize(
+    ("options", "ran"),
+    [
+        (["--tags", "base"], ["role::base"]),
+        (["--tags", "role::base,cuda"], ["role::base", "role::cuda"]),
+        (["--skip-tags", "dl_stack,laptop"], ["role::hw_facts", "role::base", "role::nvidia_driver", "role::cuda",
+                                              "role::state"]),
+        (["--tags", "base,cuda", "--skip-tags", "role::cuda"], ["role::base"]),
+    ],
+)  # fmt: skip
+def test_tags_and_skip_tags_take_role_names(
+    cli: Invoke, fake_runner: FakeRunner, host_facts, options: list[str], ran: list[str]
+) -> None:
+    fake_runner.facts["localhost"] = host_facts("2x1080ti")
+    result = cli("provision", "localhost", "--check", "--no-verify", *options)
+    assert result.exit_code == 0, result.output
+    assert list(fake_runner.call("site.yml").kwargs["tags"]) == ran
+
+
+def test_skip_tags_that_leave_nothing(cli: Invoke, fake_runner: FakeRunner) -> None:
+    result = cli("provision", "localhost", "--check", "--tags", "base", "--skip-tags", "base")
+    assert result.exit_code == 2
+    assert result.stderr.startswith("error: --skip-tags leaves no role to run")
+    assert fake_runner.playbooks == []
 
 
 def test_an_unwritable_output_path_is_refused_before_anything_runs(

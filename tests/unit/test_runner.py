@@ -15,37 +15,8 @@ import pytest
 from rich.console import Console
 
 from dlsetup.config.targets import resolve_targets
-from dlsetup.errors import ConfigError
 from dlsetup.run import runner
 from dlsetup.ui.run import Progress, render_run_summary
-
-
-def test_valid_inventory_is_listed(tmp_path):
-    inv = tmp_path / "hosts.yml"
-    inv.write_text(
-        "all:\n  children:\n    rigs:\n      hosts:\n        rig-1:\n          dlsetup_expect: {gpu_count: 2}\n"
-    )
-    listing = runner.list_inventory(inv)
-    assert listing["rigs"]["hosts"] == ["rig-1"]
-    assert listing["_meta"]["hostvars"]["rig-1"]["dlsetup_expect"] == {"gpu_count": 2}
-
-
-@pytest.mark.parametrize(
-    ("name", "text"),
-    [("broken.yml", "all:\n  hosts:\n    a: [\n"), ("broken.ini", "[rigs\nfoo\n")],
-)
-def test_broken_inventory_is_one_config_error(tmp_path, name, text):
-    inv = tmp_path / name
-    inv.write_text(text)
-    with pytest.raises(ConfigError) as info:
-        runner.list_inventory(inv)
-    assert str(info.value).startswith(f"invalid inventory {inv}")
-    assert "\n" not in str(info.value)
-
-
-def test_missing_inventory(tmp_path):
-    with pytest.raises(ConfigError, match="does not exist"):
-        runner.list_inventory(tmp_path / "nope.yml")
 
 
 def test_stats_from_runner():
@@ -405,17 +376,6 @@ def test_a_real_failed_run_points_at_an_event_file_with_the_whole_output(tmp_pat
     assert whole["event_data"]["res"]["stdout"] == "Looking in indexes: nowhere"
 
 
-def test_reading_an_inventory_leaves_nothing_in_the_temp_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """ansible-runner makes ``.ansible-runner-*`` in the temp dir for a call without a private data dir."""
-    temp = tmp_path / "tmp"
-    temp.mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(temp))
-    inventory = tmp_path / "hosts.yml"
-    inventory.write_text("all:\n  hosts:\n    h1:\n      ansible_host: 192.0.2.1\n")
-    assert "h1" in runner.list_inventory(inventory)["_meta"]["hostvars"]
-    assert list(temp.iterdir()) == []
-
-
 def test_a_run_leaves_nothing_in_the_temp_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A real run on localhost: no ``.ansible-runner-*`` (nor anything else) in the temp dir of this process or of
     its children; what the run's processes need (a module's temp file here) is in the run's ``tmp/``, removed
@@ -458,3 +418,30 @@ def test_what_a_role_reports_reaches_the_console(tmp_path, monkeypatch):
     text = console.export_text()
     assert "  note    localhost: Switching to the open 580 driver: removing nvidia-kernel-dkms first." in text
     assert "Quiet" in text and "localhost: Quiet" not in text
+
+
+HOST_KEYS = Path(__file__).resolve().parents[1] / "fixtures" / "collected" / "openssh-host-key-failures"
+
+
+def test_a_changed_host_key_is_said_as_such() -> None:
+    """ssh opens with a banner of '@' lines; the cause is the key that changed and where the old one is."""
+    msg = "Failed to connect to the host via ssh: " + (HOST_KEYS / "ssh-changed-host-key.stderr").read_text()
+    line = runner.unreachable_line({"msg": msg, "unreachable": True})
+    assert line.startswith(
+        "the host key of 10.200.1.2 has CHANGED since it was recorded (known_hosts holds another key at "
+        "/tmp/dlst-gfm8ahbv/wrong_known_hosts:1): Host key verification failed"
+    )
+    assert "@" not in line and "\n" not in line
+
+
+def test_an_unknown_host_key_keeps_both_of_ssh_s_lines() -> None:
+    msg = "Failed to connect to the host via ssh: " + (HOST_KEYS / "ssh-unknown-host-key.stderr").read_text()
+    assert runner.unreachable_line({"msg": msg}) == (
+        "Failed to connect to the host via ssh: No ED25519 host key is known for 10.200.1.2 and you have requested "
+        "strict checking. Host key verification failed."
+    )
+
+
+def test_other_unreachable_causes_are_the_failure_line() -> None:
+    msg = "Failed to connect to the host via ssh: ssh: connect to host 192.0.2.1 port 1: Connection refused"
+    assert runner.unreachable_line({"msg": msg}) == msg

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from dlsetup.config.targets import resolve_targets
+from dlsetup.commands import load_targets
+from dlsetup.config.targets import HostArgs
 from dlsetup.facts.model import HostFacts
 from dlsetup.run import redact, runner
 from dlsetup.verify import suite_runner
@@ -65,7 +66,7 @@ def planted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def _targets(where: Path):
     inventory = where / "hosts.yml"
-    return resolve_targets(["localhost"], inventory_path=inventory, inventory=runner.list_inventory(inventory))
+    return load_targets(HostArgs(("localhost",), inventory))
 
 
 def _written(where: Path) -> list[Path]:
