@@ -89,6 +89,10 @@ VaultPasswordFile = Annotated[
     ),
 ]
 Format = Annotated[str, typer.Option("--format", metavar="table|json", help="table or json.")]
+Explain = Annotated[
+    bool,
+    typer.Option("--explain", metavar="", help="Also say why each choice was made, and where each fact comes from."),
+]
 AcceptHardware = Annotated[
     bool,
     typer.Option(
@@ -408,9 +412,7 @@ def diff(
 @app.command()
 @_exits
 def plan(
-    hosts: Annotated[
-        list[str] | None, typer.Argument(metavar="HOST", help="Hosts to plan from live facts.")
-    ] = None,
+    hosts: Annotated[list[str] | None, typer.Argument(metavar="HOST", help="Hosts to plan from live facts.")] = None,
     inventory: Inventory = None,
     limit: Limit = None,
     ask_vault_pass: AskVaultPass = False,
@@ -426,6 +428,7 @@ def plan(
     ] = None,
     pin: Pins = [],  # noqa: B006
     fmt: Format = "table",
+    explain: Explain = False,
     nvidia_repo: NvidiaRepo = None,
     nvidia_repo_key: NvidiaRepoKey = None,
     pytorch_index: PytorchIndex = None,
@@ -453,7 +456,7 @@ def plan(
     else:
         for name, host_plan in result.plans.items():
             out.rule(f"[bold]{name}")
-            plan_ui.render_plan(out, host_plan)
+            plan_ui.render_plan(out, host_plan, explain=explain)
         for name, problem in result.errors.items():
             out.rule(f"[bold]{name}")
             err.print(f"[bold red]error:[/bold red] {escape(problem.message)}")
@@ -528,6 +531,7 @@ def provision(
         bool, typer.Option("--ask-become-pass", "-K", metavar="", help="Ask for the sudo password of the remote user.")
     ] = False,
     accept_hardware: AcceptHardware = False,
+    explain: Explain = False,
     nvidia_repo: NvidiaRepo = None,
     nvidia_repo_key: NvidiaRepoKey = None,
     pytorch_index: PytorchIndex = None,
@@ -554,7 +558,7 @@ def provision(
     for name, host_plan in request.plans.items():
         out.rule(f"[bold]{name}: plan")
         _render_drift(host_plan)
-        plan_ui.render_plan(out, host_plan.plan)
+        plan_ui.render_plan(out, host_plan.plan, explain=explain)
     for accepted in request.accepted.values():
         _render_accepted(accepted)
     gone = [c for p in request.plans.values() for c in p.drift.removed_gpus]

@@ -12,10 +12,11 @@ import dataclasses
 from datetime import date
 from typing import Any, Literal
 
-from pydantic import ConfigDict, TypeAdapter
+from pydantic import ConfigDict, TypeAdapter, field_validator
 from pydantic.dataclasses import dataclass
 
 from dlsetup.errors import ConfigError
+from dlsetup.plan.addresses import openable
 
 IdentifiedBy = Literal["catalogue", "compute_capability", "pci_ids", "unknown"]
 MokEnrollment = Literal["if_secure_boot", "no"]
@@ -113,11 +114,17 @@ class Pins:
 
 @dataclass(frozen=True, config=_PLAN_CONFIG)
 class Reason:
-    """One line of reasoning: which choice, why, and where the fact comes from (part of the Plan JSON)."""
+    """One line of reasoning: which choice, why, and where the fact comes from (part of the Plan JSON): addresses
+    a user can open, the data's source tags turned into them (:mod:`dlsetup.plan.addresses`)."""
 
     topic: str
     text: str
     source: str = ""
+
+    @field_validator("source")
+    @classmethod
+    def _openable(cls, source: str) -> str:
+        return openable(source)
 
 
 @dataclasses.dataclass(frozen=True)

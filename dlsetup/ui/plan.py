@@ -103,10 +103,11 @@ def choices_table(plan: Plan) -> Table:
     return table
 
 
-def plan_renderable(plan: Plan, *, sources: bool = False) -> RenderableType:
-    """The whole plan as one rich renderable; ``sources`` adds each reason's source."""
+def plan_renderable(plan: Plan, *, explain: bool = False) -> RenderableType:
+    """The plan as one rich renderable: its choices and warnings; ``explain`` (``--explain``) adds why each choice
+    was made and where each fact comes from."""
     parts: list[RenderableType] = [choices_table(plan)]
-    if plan.reasons:
+    if explain and plan.reasons:
         parts.append(Text("\nwhy", style="bold"))
         order = {topic: i for i, topic in enumerate(_TOPIC_ORDER)}
         for reason in sorted(plan.reasons, key=lambda r: order.get(r.topic, len(order))):
@@ -114,7 +115,7 @@ def plan_renderable(plan: Plan, *, sources: bool = False) -> RenderableType:
             line.append(f"{reason.topic}: ", style="cyan")
             line.append(reason.text)
             parts.append(line)
-            if sources and reason.source:
+            if reason.source:
                 parts.append(Text(f"    source: {reason.source}", style="dim"))
     if plan.warnings:
         parts.append(Text("\nwarnings", style="bold yellow"))
@@ -123,6 +124,8 @@ def plan_renderable(plan: Plan, *, sources: bool = False) -> RenderableType:
     return Group(*parts)
 
 
-def render_plan(console: Console, plan: Plan, *, sources: bool = False) -> None:
-    """Print ``plan`` on ``console``."""
-    console.print(plan_renderable(plan, sources=sources))
+def render_plan(console: Console, plan: Plan, *, explain: bool = False) -> None:
+    """Print ``plan`` on ``console``; without ``explain``, a line says how to see the reasons."""
+    console.print(plan_renderable(plan, explain=explain))
+    if not explain and plan.reasons:
+        console.print(Text("(--explain: why each choice, and its sources)", style="dim"))

@@ -4,6 +4,7 @@ Plan JSON / extravars contracts, live facts, and the rendering."""
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
@@ -589,7 +590,9 @@ def test_no_package_archive_host_in_any_plan() -> None:
     for _, os_name, gpus, machine, pins, expected in CASES:
         if isinstance(expected, Fails):
             continue
-        text = json.dumps(plan_for(os_name, gpus, machine, pins).to_dict())
+        plan = plan_for(os_name, gpus, machine, pins).to_dict()
+        plan.pop("reasons")  # where the facts come from (docs), not where the plan installs from
+        text = json.dumps(plan)
         urls = {u.split("/")[2] for u in text.split('"') if u.startswith("https://")}
         # the public defaults only: NVIDIA's CUDA repository and PyTorch's index; the distribution's archive and the
         # general package index are the host's own configuration
@@ -603,5 +606,16 @@ def test_render_shows_choices_reasons_and_warnings() -> None:
     assert "2x NVIDIA GeForce GTX 1080 Ti [10de:1b06]" in text
     assert "R580 proprietary from distribution" in text
     assert "torch==2.14.0 (cu126)" in text
-    assert "why" in text and "driver.flavor:" in text
+    assert "driver.flavor:" not in text and "(--explain: why each choice, and its sources)" in text  # short
     assert "warnings" in text and "last driver branch for Pascal" in text
+
+
+def test_explain_adds_the_reasons_and_sources_a_user_can_open() -> None:
+    console = Console(record=True, width=400)
+    render_plan(console, plan_for("ubuntu-24.04", ["GTX 1080 Ti", "GTX 1080 Ti"]), explain=True)
+    text = console.export_text()
+    assert "why" in text and "driver.flavor:" in text
+    sources = [line.strip() for line in text.splitlines() if line.strip().startswith("source: ")]
+    assert len([line for line in sources if "https://" in line]) >= len(sources) * 0.7, sources
+    assert not re.search(r"\[(URL|MIRROR|PYPI|DEV|DEB-)", text), "a source tag, not an address"
+    assert "research" not in text and "reference machine" not in text
