@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import getpass
 import importlib.metadata
+import itertools
 import json
 import signal
 import sys
@@ -22,7 +23,8 @@ from rich.markup import escape
 
 from dlsetup import __version__, commands
 from dlsetup.config.accept import Accepted
-from dlsetup.config.targets import HostArgs, VaultOptions
+from dlsetup.config.extravars import parse_extra_vars
+from dlsetup.config.targets import Connection, HostArgs, VaultOptions
 from dlsetup.errors import (
     EXIT_CODES_TEXT,
     EXIT_CONFIG,
@@ -87,6 +89,15 @@ VaultPasswordFile = Annotated[
     typer.Option(
         "--vault-password-file", metavar="FILE", help="Vault password file (or script printing it); repeatable."
     ),
+]
+Forks = Annotated[
+    int | None, typer.Option("--forks", "-f", metavar="N", help="Hosts worked on at once (default: all, at least 5).")
+]
+User = Annotated[
+    str | None, typer.Option("--user", "-u", metavar="USER", help="Remote user where the inventory names none.")
+]
+Verbose = Annotated[
+    int, typer.Option("--verbose", "-v", count=True, metavar="", help="Ansible's verbosity into the log (-vvvv).")
 ]
 Format = Annotated[str, typer.Option("--format", metavar="table|json", help="table or json.")]
 Explain = Annotated[
@@ -165,10 +176,12 @@ def _host_args(
     limit: str | None,
     ask_vault_pass: bool,
     vault_password_files: Sequence[Path],
+    connection: Connection,
 ) -> HostArgs:
     """The HOST arguments and the options that select among them; the vault password asked once, kept in memory."""
     password = getpass.getpass("Vault password: ") if ask_vault_pass else None
-    return HostArgs(tuple(hosts), inventory, limit, VaultOptions(password, tuple(vault_password_files)))
+    vault = VaultOptions(password, tuple(vault_password_files))
+    return HostArgs(tuple(hosts), inventory, limit, vault, connection)
 
 
 def _show(exc: DlsetupError) -> None:
@@ -192,6 +205,8 @@ def _exits(command: Callable[P, R]) -> Callable[P, R]:
         except DlsetupError as exc:
             if STATE["debug"]:
                 raise
+            if kwargs.get("fmt") == "json" and not exc.shown:
+                _json(exc.payload())  # JSON was asked for: the error is JSON on stdout too, in the one shape
             _show(exc)
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
@@ -265,11 +280,16 @@ def facts(
     limit: Limit = None,
     ask_vault_pass: AskVaultPass = False,
     vault_password_file: VaultPasswordFile = [],  # noqa: B006
+    forks: Forks = None,
+    user: User = None,
+    verbose: Verbose = 0,
     fmt: Format = "table",
 ) -> None:
     """Report each host's hardware: OS, machine, CPU, RAM, disks, NVIDIA GPUs (from PCI), PCIe links, driver."""
     as_json = _check_format(fmt)
-    result = commands.facts_command(_host_args(hosts, inventory, limit, ask_vault_pass, vault_password_file))
+    result = commands.facts_command(
+        _host_args(hosts, inventory, limit, ask_vault_pass, vault_password_file, Connection(forks, user, verbose))
+    )
     if as_json:
         payload: dict[str, Any] = {"hosts": {n: f.to_dict() for n, f in result.facts.items()}}
         if result.errors:
@@ -292,6 +312,9 @@ def verify(
     limit: Limit = None,
     ask_vault_pass: AskVaultPass = False,
     vault_password_file: VaultPasswordFile = [],  # noqa: B006
+    forks: Forks = None,
+    user: User = None,
+    verbose: Verbose = 0,
     expect: Annotated[
         list[str],
         typer.Option(
@@ -311,7 +334,7 @@ def verify(
     (the hardware of its last verified run) with the testinfra suite."""
     as_json = _check_format(fmt)
     result = commands.verify_command(
-        _host_args(hosts, inventory, limit, ask_vault_pass, vault_password_file),
+        _host_args(hosts, inventory, limit, ask_vault_pass, vault_password_file, Connection(forks, user, verbose)),
         expect_flags=expect,
         load=load,
         junit_xml=junit_xml,
@@ -325,7 +348,7 @@ def verify(
         _json(payload)
     else:
         for accepted in result.accepted.values():
-            _render_accepted(accepted)
+            _render_accepted(out, accepted)
         verify_ui.render_verify(out, result.report)
         for name in result.baselines:
             out.print(f"{name}: hardware recorded as the new baseline")
@@ -344,26 +367,26 @@ def _accepted_json(accepted: Accepted) -> dict[str, Any]:
             "paste": None if accepted.path else accepted.block, "why_not_written": accepted.why}  # fmt: skip
 
 
-def _render_accepted(accepted: Accepted) -> None:
+def _render_accepted(view: Console, accepted: Accepted) -> None:
     if accepted.path is not None:
-        out.print(f"{escape(accepted.host)}: dlsetup_expect in {escape(str(accepted.path))} now follows the hardware")
+        view.print(f"{escape(accepted.host)}: dlsetup_expect in {escape(str(accepted.path))} now follows the hardware")
         return
-    out.print(
+    view.print(
         f"{escape(accepted.host)}: {escape(accepted.why or 'the inventory cannot be rewritten')}; "
         "used for this run, paste this into its host variables to keep it:"
     )
-    out.print(escape(accepted.block.rstrip("\n")), soft_wrap=True)
+    view.print(escape(accepted.block.rstrip("\n")), soft_wrap=True)
 
 
-def _render_drift(host_plan: commands.HostPlan) -> None:
+def _render_drift(view: Console, host_plan: commands.HostPlan) -> None:
     drift = host_plan.drift
     if drift.drifted:
         since = f" (baseline of {drift.baseline.recorded_at})" if drift.baseline and drift.baseline.recorded_at else ""
-        out.print(f"[yellow]hardware changed since the last verified run{escape(since)}:[/yellow]")
+        view.print(f"[yellow]hardware changed since the last verified run{escape(since)}:[/yellow]")
         for line in drift.lines:
-            out.print(f"  {escape(line)}")
+            view.print(f"  {escape(line)}")
     for line in host_plan.plan_changes:
-        out.print(f"[yellow]plan changed:[/yellow] {escape(line)}")
+        view.print(f"[yellow]plan changed:[/yellow] {escape(line)}")
 
 
 @app.command()
@@ -374,6 +397,9 @@ def diff(
     limit: Limit = None,
     ask_vault_pass: AskVaultPass = False,
     vault_password_file: VaultPasswordFile = [],  # noqa: B006
+    forks: Forks = None,
+    user: User = None,
+    verbose: Verbose = 0,
     pin: Pins = [],  # noqa: B006
     fmt: Format = "table",
     nvidia_repo: NvidiaRepo = None,
@@ -386,7 +412,7 @@ def diff(
     causes. Exits 9 when something drifted (like git diff --exit-code), 0 when nothing did."""
     as_json = _check_format(fmt)
     result = commands.diff_command(
-        _host_args(hosts, inventory, limit, ask_vault_pass, vault_password_file),
+        _host_args(hosts, inventory, limit, ask_vault_pass, vault_password_file, Connection(forks, user, verbose)),
         pin_flags=pin,
         source_flags=_sources(nvidia_repo, nvidia_repo_key, pytorch_index, pip_index, wheelhouse),
     )
@@ -399,7 +425,7 @@ def diff(
                 out.print("no baseline yet: the host has not verified after a provision")
             elif not host_plan.drift.drifted and not host_plan.plan_changes:
                 out.print("no change since the last verified run")
-            _render_drift(host_plan)
+            _render_drift(out, host_plan)
         for name, problem in result.errors.items():
             out.rule(f"[bold]{escape(name)}")
             err.print(f"[bold red]error:[/bold red] {escape(problem.message)}")
@@ -417,6 +443,9 @@ def plan(
     limit: Limit = None,
     ask_vault_pass: AskVaultPass = False,
     vault_password_file: VaultPasswordFile = [],  # noqa: B006
+    forks: Forks = None,
+    user: User = None,
+    verbose: Verbose = 0,
     os_name: Annotated[
         str | None, typer.Option("--os", metavar="OS", help="Plan offline for ubuntu-22.04/24.04, debian-12/13.")
     ] = None,
@@ -438,7 +467,9 @@ def plan(
     """Resolve the driver, CUDA and framework stack for live hosts, or offline for parts you plan to buy."""
     as_json = _check_format(fmt)
     result = commands.plan_command(
-        _host_args(hosts or [], inventory, limit, ask_vault_pass, vault_password_file),
+        _host_args(
+            hosts or [], inventory, limit, ask_vault_pass, vault_password_file, Connection(forks, user, verbose)
+        ),
         os_name=os_name,
         gpus=gpu,
         machine=machine,
@@ -504,12 +535,24 @@ def provision(
     limit: Limit = None,
     ask_vault_pass: AskVaultPass = False,
     vault_password_file: VaultPasswordFile = [],  # noqa: B006
+    forks: Forks = None,
+    user: User = None,
+    verbose: Verbose = 0,
     check: Annotated[bool, typer.Option("--check", metavar="", help="Change nothing; show what would change.")] = False,
     diff: Annotated[bool, typer.Option("--diff", metavar="", help="Show file differences.")] = False,
     tags: Annotated[
         list[str],
         typer.Option(
             "--tags", "-t", metavar="ROLES", help="Only run these roles: base or role::base, comma-separated."
+        ),
+    ] = [],  # noqa: B006
+    extra_vars: Annotated[
+        list[str],
+        typer.Option(
+            "--extra-vars",
+            "-e",
+            metavar="VARS",
+            help="Role variables: key=value, YAML/JSON or @FILE (repeatable); checked against what the roles take.",
         ),
     ] = [],  # noqa: B006
     skip_tags: Annotated[
@@ -532,14 +575,19 @@ def provision(
     ] = False,
     accept_hardware: AcceptHardware = False,
     explain: Explain = False,
+    fmt: Format = "table",
     nvidia_repo: NvidiaRepo = None,
     nvidia_repo_key: NvidiaRepoKey = None,
     pytorch_index: PytorchIndex = None,
     pip_index: PipIndex = None,
     wheelhouse: Wheelhouse = None,
 ) -> None:
-    """Install the planned driver, CUDA and DL stack; re-runs converge; then verify."""
+    """Install the planned driver, CUDA and DL stack; re-runs converge; then verify. With --format json, the
+    result is one JSON document on stdout and the progress goes to stderr."""
+    as_json = _check_format(fmt)
+    view = err if as_json else out  # what a person reads: stdout, or stderr when stdout is the JSON
     tags = commands.select_tags(tags, skip_tags)
+    extravars = parse_extra_vars(extra_vars)
     if not check and not yes and not _interactive():
         # nobody to ask: a change needs consent given up front (a check run changes nothing and never asks)
         raise ConfigError(
@@ -547,7 +595,7 @@ def provision(
             "run; nothing was changed"
         )
     request = commands.prepare_provision(
-        _host_args(hosts, inventory, limit, ask_vault_pass, vault_password_file),
+        _host_args(hosts, inventory, limit, ask_vault_pass, vault_password_file, Connection(forks, user, verbose)),
         pin_flags=pin,
         expect_flags=expect,
         source_flags=_sources(nvidia_repo, nvidia_repo_key, pytorch_index, pip_index, wheelhouse),
@@ -556,11 +604,11 @@ def provision(
         accept=accept_hardware,
     )
     for name, host_plan in request.plans.items():
-        out.rule(f"[bold]{name}: plan")
-        _render_drift(host_plan)
-        plan_ui.render_plan(out, host_plan.plan, explain=explain)
+        view.rule(f"[bold]{name}: plan")
+        _render_drift(view, host_plan)
+        plan_ui.render_plan(view, host_plan.plan, explain=explain)
     for accepted in request.accepted.values():
-        _render_accepted(accepted)
+        _render_accepted(view, accepted)
     gone = [c for p in request.plans.values() for c in p.drift.removed_gpus]
     if not check and not yes and _interactive():
         if gone and not typer.confirm(
@@ -583,21 +631,24 @@ def provision(
         tags=tags,
         run_verify=not no_verify,
         junit_xml=junit_xml,
-        on_event=run_ui.Progress(out),
+        on_event=run_ui.Progress(view),
         become_password=become_password,
         accepted=list(request.accepted),
+        extravars=extravars,
     )
-    run_ui.render_run_summary(out, outcome.run)
+    run_ui.render_run_summary(view, outcome.run)
     failure = outcome.failure
     if check and (failure is None or failure is outcome.preflight_failure):
-        out.print(f"check mode: {outcome.changed} task(s) would change; nothing was changed")
+        view.print(f"check mode: {outcome.changed} task(s) would change; nothing was changed")
         if outcome.reboot_required:
-            out.print(f"check mode: a reboot would be required on {', '.join(outcome.reboot_required)}")
+            view.print(f"check mode: a reboot would be required on {', '.join(outcome.reboot_required)}")
     if outcome.verify_report is not None:
-        verify_ui.render_verify(out, outcome.verify_report)
+        verify_ui.render_verify(view, outcome.verify_report)
     for name in outcome.baselines:
-        out.print(f"{name}: hardware recorded as the new baseline")
-    _end(failure)
+        view.print(f"{name}: hardware recorded as the new baseline")
+    if as_json:
+        _json(outcome.to_dict(request.plans))
+    _end(failure, quiet=as_json)
 
 
 # Click's exceptions, which Typer vendors since 0.23 (typer._click) and re-exported before: found through the one
@@ -606,12 +657,19 @@ _USAGE_ERROR = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "Usag
 _CLICK_ERROR = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
 
 
+def _json_asked(argv: Sequence[str]) -> bool:
+    """Whether a command line asks for ``--format json`` (read before Click could parse it)."""
+    return "--format=json" in argv or any(a == "--format" and b == "json" for a, b in itertools.pairwise(argv))
+
+
 def _usage_error(exc: Any) -> int:
     """A usage error as every other error: ``error: CAUSE`` on the first line, where to read more on the second
     (Typer's own display puts the cause on the fourth line, inside a box)."""
     if type(exc).__name__ == "NoArgsIsHelpError":  # bare ``dlsetup``: the help, as with -h, but exit 2
         err.print(exc.format_message(), markup=False)
         return EXIT_CONFIG
+    if _json_asked(sys.argv[1:]):
+        _json({"error": {"kind": "usage", "message": exc.format_message(), "hint": None}})
     command = exc.ctx.command_path if exc.ctx is not None else "dlsetup"
     if command == "dlsetup":  # an option's missing value is raised before the command's context exists
         named = next((a for a in sys.argv[1:] if not a.startswith("-")), None)

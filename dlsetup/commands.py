@@ -9,6 +9,7 @@ then raises it). Input problems are raised at once.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import os
 import stat
@@ -53,7 +54,7 @@ from dlsetup.run import inventory as ansible_inventory
 from dlsetup.run import runner
 from dlsetup.verify import suite_runner
 from dlsetup.verify.expect import Expectations, merge, parse_expect_flags
-from dlsetup.verify.report import HostReport, VerifyReport
+from dlsetup.verify.report import HostReport, VerifyReport, host_report_dict
 
 EventCallback = Callable[[dict[str, Any]], None]
 
@@ -89,7 +90,12 @@ def load_targets(args: HostArgs) -> TargetSet:
     elif args.vault:
         raise ConfigError("--ask-vault-pass and --vault-password-file open an inventory's vaulted values: give -i")
     return resolve_targets(
-        args.hosts, inventory_path=args.inventory, selection=selection, limit=args.limit, vault=args.vault
+        args.hosts,
+        inventory_path=args.inventory,
+        selection=selection,
+        limit=args.limit,
+        vault=args.vault,
+        connection=args.connection,
     )
 
 
@@ -447,6 +453,37 @@ class ProvisionOutcome:
             return VerifyFailedError(f"verification failed on {', '.join(self.verify_report.failed_hosts)}", shown=True)
         return None
 
+    def to_dict(self, plans: Mapping[str, HostPlan]) -> dict[str, Any]:
+        """``provision --format json``: per host, the plan applied (and what changed since the last verified
+        run), the run's counts and the tasks that changed or failed, verify's result; the log; the error."""
+        hosts: dict[str, Any] = {}
+        report = self.verify_report
+        for name, host_plan in plans.items():
+            stats = self.run.stats.get(name, runner.HostStats())
+            hosts[name] = {
+                "plan": host_plan.plan.to_dict(),
+                "drift": host_plan.drift.to_dict(),
+                "plan_changes": host_plan.plan_changes,
+                "stats": dataclasses.asdict(stats),
+                "changed_tasks": [task for task, _action, res in self.run.results.get(name, []) if res.get("changed")],
+                "failed_tasks": [
+                    {"task": f.task, "message": f.message, "details": str(f.details) if f.details else None}
+                    for f in self.run.failed_tasks.get(name, [])
+                ],
+                "unreachable": self.run.unreachable.get(name),
+                "reboot_required": name in self.reboot_required,
+                "verify": host_report_dict(report.hosts[name]) if report is not None and name in report.hosts else None,
+                "baseline_recorded": name in self.baselines,
+            }
+        failure = self.failure
+        return {
+            "check": self.check,
+            "changed": self.changed,
+            "hosts": hosts,
+            "log": str(self.run.log_path),
+            **({"error": failure.payload()["error"]} if failure is not None else {}),
+        }
+
 
 def provision(
     targets: TargetSet,
@@ -461,6 +498,7 @@ def provision(
     on_event: EventCallback | None = None,
     become_password: str | None = None,
     accepted: Sequence[str] = (),
+    extravars: Mapping[str, Any] | None = None,
 ) -> ProvisionOutcome:
     """Check each host's sources (preflight); apply each host's plan with site.yml; then verify (unless check mode
     or the run failed) against the expectations and each host's hardware baseline (not for the ``accepted``
@@ -477,6 +515,7 @@ def provision(
     run = runner.run_playbook(
         "site.yml",
         targets,
+        extravars=extravars,
         host_extravars={name: host_plan.host_vars(tags) for name, host_plan in plans.items()},
         check=check,
         diff=diff,
@@ -751,7 +790,7 @@ class DiffResult:
         for name, exc in self.errors.items():
             hosts[name] = exc.payload()
         for name, why in self.unreachable.items():
-            hosts[name] = {"error": {"kind": "unreachable", "message": why, "hint": None}}
+            hosts[name] = UnreachableError(why).payload()
         return {"hosts": hosts}
 
     @property

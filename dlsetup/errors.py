@@ -98,9 +98,10 @@ class DlsetupError(Exception):
         named.args = (named.message,)
         return named
 
-    def payload(self) -> dict[str, dict[str, str]]:
-        """``{"error": {"kind", "message"}}`` for ``--format json`` (kinds listed in docs/plan.md)."""
-        return {"error": {"kind": self.kind, "message": self.message}}
+    def payload(self) -> dict[str, dict[str, str | None]]:
+        """``{"error": {"kind", "message", "hint"}}``: the one error shape of ``--format json``, for every command
+        (kinds listed in docs/plan.md)."""
+        return {"error": {"kind": self.kind, "message": self.message, "hint": self.hint}}
 
 
 class ConfigError(DlsetupError):

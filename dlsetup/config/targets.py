@@ -62,6 +62,25 @@ class VaultOptions:
 
 
 @dataclass(frozen=True)
+class Connection:
+    """How the runs reach and report on the hosts, as ansible-playbook's options: ``-f/--forks`` (None: one per
+    host, at least 5), ``-u/--user`` (the remote user where the inventory names none), ``-v`` (Ansible's
+    verbosity, 0-4)."""
+
+    forks: int | None = None
+    user: str | None = None
+    verbosity: int = 0
+
+    def __post_init__(self) -> None:
+        if self.forks is not None and self.forks < 1:
+            raise ConfigError(f"--forks must be at least 1, got {self.forks}")
+        if self.user is not None and not re.fullmatch(r"[a-z_][a-z0-9_.-]*\$?", self.user):
+            raise ConfigError(f"--user {self.user!r} is not a user name")
+        if not 0 <= self.verbosity <= 4:
+            raise ConfigError(f"-v may be given up to 4 times (-vvvv), got {self.verbosity}")
+
+
+@dataclass(frozen=True)
 class HostArgs:
     """What a command is told to work on: its HOST arguments (host patterns, with ``-i``), the inventory, the
     ``--limit`` pattern and how to open the inventory's vaulted values."""
@@ -70,6 +89,7 @@ class HostArgs:
     inventory: Path | None = None
     limit: str | None = None
     vault: VaultOptions = field(default_factory=VaultOptions)
+    connection: Connection = field(default_factory=Connection)
 
 
 @dataclass(frozen=True)
@@ -98,6 +118,7 @@ class TargetSet:
     vault: VaultOptions = field(default_factory=VaultOptions)
     vaulted: tuple[str, ...] = ()  # the decrypted vaulted values: secrets for redaction
     inventory_plugins: tuple[str, ...] = ()  # the order the runs give Ansible (ANSIBLE_INVENTORY_ENABLED)
+    connection: Connection = field(default_factory=Connection)
 
     @property
     def names(self) -> list[str]:
@@ -109,8 +130,14 @@ class TargetSet:
         return {"all": {"hosts": hosts}} if hosts else {}
 
     def inventory_for_all(self) -> dict[str, Any]:
-        """One inventory naming exactly these hosts with their merged variables (for testinfra)."""
-        return {"all": {"hosts": {t.name: dict(self.hostvars(t.name)) for t in self.targets}}}
+        """One inventory naming exactly these hosts with their merged variables (for testinfra); ``-u`` as the
+        user of the hosts whose variables name none, as ansible-playbook's remote user is."""
+        hosts = {t.name: dict(self.hostvars(t.name)) for t in self.targets}
+        if self.connection.user is not None:
+            for hostvars in hosts.values():
+                if "ansible_user" not in hostvars and hostvars.get("ansible_connection") != "local":
+                    hostvars["ansible_user"] = self.connection.user
+        return {"all": {"hosts": hosts}}
 
     def subset(self, names: Sequence[str]) -> TargetSet:
         """The same inventory, limited to ``names`` (in this set's order)."""
@@ -183,6 +210,7 @@ def resolve_targets(
     selection: Selection | None = None,
     limit: str | None = None,
     vault: VaultOptions | None = None,
+    connection: Connection | None = None,
 ) -> TargetSet:
     """Resolve HOST arguments.
 
@@ -220,6 +248,7 @@ def resolve_targets(
         vault=vault or VaultOptions(),
         vaulted=selection.vaulted if selection is not None else (),
         inventory_plugins=selection.plugins if selection is not None else (),
+        connection=connection or Connection(),
     )
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import sys
 import uuid
 from collections.abc import Callable, Iterable, Mapping
@@ -188,6 +189,8 @@ def run_playbook(
     # vaulted values: Ansible opens them with the same secrets (a file it reads, or the asked password answered at
     # its prompt); dlsetup never writes them out
     cmdline += targets.vault.cmdline()
+    if targets.connection.user is not None:
+        cmdline += ["--user", targets.connection.user]
     passwords: dict[str, str] = dict(targets.vault.prompts())
     if become_password is not None:
         # answered through ansible-runner's pexpect prompt handling: never written to the run dir or a log
@@ -203,9 +206,10 @@ def run_playbook(
                 limit=",".join(targets.names),
                 extravars=dict(extravars or {}),
                 envvars={**envvars, **rundir.scratch_env(scratch)},
-                cmdline=" ".join(cmdline) or None,
+                cmdline=shlex.join(cmdline) or None,
                 tags=",".join(tags) or None,
-                forks=forks or max(5, len(targets.names)),
+                forks=forks or targets.connection.forks or max(5, len(targets.names)),
+                verbosity=targets.connection.verbosity or None,
                 quiet=True,
                 event_handler=handle,
                 status_handler=log.status,

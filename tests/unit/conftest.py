@@ -145,6 +145,7 @@ class PlaybookCall:
     hosts: list[str]
     kwargs: dict[str, Any]
     result: RunResult
+    targets: TargetSet
 
 
 @dataclass
@@ -194,7 +195,7 @@ class FakeRunner:
             result = self._baseline_run(targets, run_dir, kwargs.get("host_extravars") or {})
         else:
             raise AssertionError(f"unexpected playbook {playbook}")
-        self.calls.append(PlaybookCall(playbook, list(targets.names), dict(kwargs), result))
+        self.calls.append(PlaybookCall(playbook, list(targets.names), dict(kwargs), result, targets))
         return result
 
     def _facts_run(self, targets: TargetSet, run_dir: Path) -> RunResult:

@@ -1273,3 +1273,76 @@ def test_init_writes_the_example_inventory_and_never_overwrites(cli: Invoke, tmp
     assert again.exit_code == 2
     assert "exists already: dlsetup init never overwrites" in one_error_line(again)
     assert hosts.read_text() == "# mine\n"
+
+
+def test_extra_vars_reach_the_provision_run_and_bad_ones_nothing(
+    cli: Invoke, fake_runner: FakeRunner, host_facts
+) -> None:
+    fake_runner.facts["localhost"] = host_facts("2x1080ti")
+    result = cli("provision", "localhost", "--check", "--no-verify", "-e", "dl_stack_keep_venvs=3", "-f", "3", "-vv")
+    assert result.exit_code == 0, result.output
+    site = fake_runner.call("site.yml")
+    assert site.kwargs["extravars"] == {"dl_stack_keep_venvs": 3}
+    refused = cli("provision", "localhost", "--check", "-e", "nvidia_driver_branch=570")
+    assert refused.exit_code == 2
+    assert refused.stderr.startswith("error: -e nvidia_driver_branch: set by dlsetup's plan")
+    assert fake_runner.playbooks.count("site.yml") == 1  # the refused one ran nothing
+
+
+def test_forks_user_and_verbosity_reach_every_run(cli: Invoke, fake_runner: FakeRunner, host_facts) -> None:
+    fake_runner.facts["localhost"] = host_facts("xps13")
+    assert cli("facts", "localhost", "-f", "7", "-u", "lab", "-vvv").exit_code == 0
+    (call,) = fake_runner.calls
+    assert (call.targets.connection.forks, call.targets.connection.user, call.targets.connection.verbosity) == (
+        7, "lab", 3
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["facts", "bad!host", "--format", "json"],
+        ["verify", "localhost", "--expect", "gpu_cnt=2", "--format", "json"],
+        ["plan", "--os", "debian-12", "localhost", "--format", "json"],
+        ["provision", "localhost", "--tags", "nope", "--format", "json"],
+        ["diff", "localhost", "--pin", "driver_branch=abc", "--format", "json"],
+    ],
+)
+def test_with_json_every_input_error_is_json_on_stdout_in_one_shape(
+    cli: Invoke, fake_runner: FakeRunner, args: list[str]
+) -> None:
+    result = cli(*args)
+    assert result.exit_code == 2, result.output
+    payload = json.loads(result.stdout)
+    assert set(payload) == {"error"} and set(payload["error"]) == {"kind", "message", "hint"}
+    assert payload["error"]["message"] in result.stderr  # and the one line for a person, on stderr
+    assert fake_runner.playbooks == []
+
+
+def test_a_usage_error_with_json_is_json_too(state_dir: Path) -> None:
+    done = subprocess.run([sys.executable, "-m", "dlsetup", "facts", "--format", "json", "--frobnicate", "x"],
+                          capture_output=True, text=True, check=False)  # fmt: skip
+    assert done.returncode == 2
+    assert json.loads(done.stdout)["error"]["kind"] == "usage"
+
+
+def test_provision_json_is_one_document_and_the_progress_goes_to_stderr(
+    cli: Invoke, fake_runner: FakeRunner, stub_verify: StubVerify, host_facts
+) -> None:
+    fake_runner.facts["localhost"] = host_facts("2x1080ti")
+    fake_runner.site_stats["localhost"] = HostStats(ok=40, changed=2, skipped=30)
+    fake_runner.site_results["localhost"] = [
+        ("Install the driver packages", "dlsetup_driver_packages", {"changed": True}),
+        ("Read the driver state", "ansible.builtin.command", {"changed": False}),
+    ]
+    result = cli("provision", "localhost", "--check", "--format", "json")
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)
+    host = document["hosts"]["localhost"]
+    assert document["check"] is True and document["changed"] == 2
+    assert host["plan"]["driver"]["branch"] == "580"
+    assert host["stats"] == {"ok": 40, "changed": 2, "failures": 0, "skipped": 30, "unreachable": False}
+    assert host["changed_tasks"] == ["Install the driver packages"]
+    assert host["failed_tasks"] == [] and host["unreachable"] is None
+    assert "error" not in document and document["log"]
+    assert "localhost: plan" in result.stderr  # what a person reads is on stderr

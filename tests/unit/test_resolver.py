@@ -582,7 +582,9 @@ def test_error_payload_kinds() -> None:
     assert unsupported.value.payload()["error"]["kind"] == "no_supported_stack"
     with pytest.raises(ConfigError) as conflict:
         plan_for("ubuntu-24.04", ["GTX 1080 Ti"], pins={"driver_branch": 590})
-    assert conflict.value.payload() == {"error": {"kind": "pin_conflict", "message": conflict.value.message}}
+    assert conflict.value.payload() == {
+        "error": {"kind": "pin_conflict", "message": conflict.value.message, "hint": conflict.value.hint}
+    }
     assert ConfigError("x").payload()["error"]["kind"] == "bad_input"
 
 
