@@ -594,15 +594,21 @@ def provision(
             "provision changes hosts and there is no terminal to ask on: give --yes to apply, or --check for a dry "
             "run; nothing was changed"
         )
-    request = commands.prepare_provision(
-        _host_args(hosts, inventory, limit, ask_vault_pass, vault_password_file, Connection(forks, user, verbose)),
-        pin_flags=pin,
-        expect_flags=expect,
-        source_flags=_sources(nvidia_repo, nvidia_repo_key, pytorch_index, pip_index, wheelhouse),
-        tags=tags,
-        junit_xml=junit_xml,
-        accept=accept_hardware,
+    host_args = _host_args(
+        hosts, inventory, limit, ask_vault_pass, vault_password_file, Connection(forks, user, verbose)
     )
+    # the facts phase: a live table on a terminal, no lines (its problems are the command's error)
+    with run_ui.Progress(view, what="gathering facts", quiet=True) as gathering:
+        request = commands.prepare_provision(
+            host_args,
+            pin_flags=pin,
+            expect_flags=expect,
+            source_flags=_sources(nvidia_repo, nvidia_repo_key, pytorch_index, pip_index, wheelhouse),
+            tags=tags,
+            junit_xml=junit_xml,
+            accept=accept_hardware,
+            on_event=gathering,
+        )
     for name, host_plan in request.plans.items():
         view.rule(f"[bold]{name}: plan")
         _render_drift(view, host_plan)
@@ -622,21 +628,23 @@ def provision(
             err.print("nothing was changed")
             return
     become_password = getpass.getpass("BECOME (sudo) password: ") if ask_become_pass else None
-    outcome = commands.provision(
-        request.targets,
-        request.plans,
-        request.expectations,
-        check=check,
-        diff=diff,
-        tags=tags,
-        run_verify=not no_verify,
-        junit_xml=junit_xml,
-        on_event=run_ui.Progress(view),
-        become_password=become_password,
-        accepted=list(request.accepted),
-        extravars=extravars,
-    )
-    run_ui.render_run_summary(view, outcome.run)
+    with run_ui.Progress(view, diff=diff, what="check run" if check else "provision") as progress:
+        outcome = commands.provision(
+            request.targets,
+            request.plans,
+            request.expectations,
+            check=check,
+            diff=diff,
+            tags=tags,
+            run_verify=not no_verify,
+            junit_xml=junit_xml,
+            on_event=progress,
+            become_password=become_password,
+            accepted=list(request.accepted),
+            extravars=extravars,
+        )
+    not_run = [t.removeprefix("role::") for t in commands.known_tags() if tags and t not in tags]
+    run_ui.render_run_summary(view, outcome.run, not_run=not_run)
     failure = outcome.failure
     if check and (failure is None or failure is outcome.preflight_failure):
         view.print(f"check mode: {outcome.changed} task(s) would change; nothing was changed")

@@ -316,6 +316,7 @@ def prepare_provision(
     tags: Sequence[str] = (),
     junit_xml: Path | None = None,
     accept: bool = False,
+    on_event: EventCallback | None = None,
 ) -> ProvisionRequest:
     """Targets, pins, sources, expectations, facts and plans; any problem is raised before a host is touched.
     With ``accept`` (``--accept-hardware``) each host's expectations are rewritten to its hardware now."""
@@ -325,7 +326,7 @@ def prepare_provision(
     pins = pins_for(targets, pin_flags)
     sources = sources_for(targets, parse_source_flags(source_flags))
     expectations = expectations_for(targets, expect_flags)
-    gathered = gather_facts(targets)
+    gathered = gather_facts(targets, on_event)
     require_reachable(gathered)
     plans, errors = plan_hosts(gathered, pins, sources)
     if errors:

@@ -27,6 +27,7 @@ from dlsetup.config.targets import TargetSet
 from dlsetup.errors import DlsetupError
 from dlsetup.run import redact, rundir, signals
 from dlsetup.run.rundir import KEEP_RUNS, new_run_dir, release_run_dir, state_dir
+from dlsetup.run.skips import skip_reason
 
 # the run directories are rundir's; commands and tests reach them through the runner
 __all__ = [
@@ -77,6 +78,8 @@ class RunResult:
     results: dict[str, list[tuple[str, str, dict[str, Any]]]] = field(default_factory=dict)
     failed_tasks: dict[str, list[FailedTask]] = field(default_factory=dict)
     unreachable: dict[str, str] = field(default_factory=dict)
+    # per host: the tasks skipped, as (role, the condition that was false); role "" for a play's own task
+    skipped: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
 
     @property
     def log_path(self) -> Path:
@@ -312,6 +315,10 @@ def _collect(result: RunResult, event: Mapping[str, Any], shown: Mapping[str, An
         result.failed_tasks.setdefault(host, []).append(failed)
     elif name == "runner_on_unreachable":
         result.unreachable[host] = unreachable_line(_res(shown))
+    elif name == "runner_on_skipped":
+        # ansible-runner's skipped events have no result: the condition is read from the task's file
+        why = res.get("false_condition") or skip_reason(str(data.get("task_path") or "")) or "a condition"
+        result.skipped.setdefault(host, []).append((str(data.get("role") or ""), " ".join(str(why).split())))
 
 
 def _res(event: Mapping[str, Any]) -> Mapping[str, Any]:

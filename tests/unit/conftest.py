@@ -276,6 +276,9 @@ class FakeRunner:
             host: [FailedTask(*t) for t in tasks] for host, tasks in copy.deepcopy(self.site_failed_tasks).items()
         }
         result.unreachable = dict(self.site_unreachable)
+        for event in self.site_events:  # what the real runner keeps of them (the skipped tasks)
+            if event.get("event") == "runner_on_skipped":
+                runner._collect(result, event)
         return result
 
 

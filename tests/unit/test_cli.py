@@ -594,7 +594,7 @@ def test_provision_check_mode(cli: Invoke, fake_runner: FakeRunner, stub_verify:
     assert list(site.kwargs["tags"]) == ["role::base"]
     assert site.kwargs["kind"] == "check"
     assert "check mode: 9 task(s) would change; nothing was changed" in result.stdout
-    assert re.search(r"localhost\s+│\s+51\s+│\s+9\s+│\s+0\s+│\s+no", result.stdout)  # the summary row
+    assert re.search(r"localhost\s+│\s+51\s+│\s+9\s+│\s+0\s+│\s+0\s+│\s+no", result.stdout)  # the summary row
     assert "R580 proprietary from distribution" in result.stdout  # the plan was shown first
     assert stub_verify.calls == []  # check mode verifies nothing
 
@@ -656,7 +656,7 @@ def test_provision_unreachable_during_the_run_exits_3(
     fake_runner.site_stats["localhost"] = HostStats(ok=20, unreachable=True)
     result = cli("provision", "localhost", "--yes")
     assert result.exit_code == 3
-    assert re.search(r"localhost\s+│\s+20\s+│\s+0\s+│\s+0\s+│\s+yes", result.stdout)
+    assert re.search(r"localhost\s+│\s+20\s+│\s+0\s+│\s+0\s+│\s+0\s+│\s+yes", result.stdout)
     assert stub_verify.calls == []
 
 
@@ -753,22 +753,41 @@ def test_provision_with_no_host_left_to_verify_runs_no_suite(
 
 
 def test_provision_shows_live_progress(cli: Invoke, fake_runner: FakeRunner, host_facts) -> None:
+    """Outside a terminal: plain lines, each stamped with the elapsed time; a change with the module's message,
+    a failure with its cause, a diff with --diff, never an unchanged task's result."""
     fake_runner.facts["localhost"] = host_facts("2x1080ti")
     task = "Install the NVIDIA driver packages"
+    diff = {"before": "a\nb\n", "after": "a\nc\n", "before_header": "/etc/x", "after_header": "/etc/x"}
     fake_runner.site_events = [
         {"event": "playbook_on_task_start", "event_data": {"task": task}},
-        {"event": "runner_on_ok", "event_data": {"host": "localhost", "task": task, "res": {"changed": True}}},
+        {"event": "runner_on_ok", "event_data": {"host": "localhost", "task": task,
+                                                 "res": {"changed": True, "msg": "2 packages", "diff": diff}}},
         {"event": "runner_on_ok", "event_data": {"host": "localhost", "task": "Probe", "res": {"changed": False}}},
         {"event": "runner_on_failed",
          "event_data": {"host": "localhost", "task": task, "res": {"msg": "first line [x]\nsecond line"}}},
     ]  # fmt: skip
-    result = cli("provision", "localhost", "--check")
-    lines = result.stdout.splitlines()
+    result = cli("provision", "localhost", "--check", "--diff")
+    lines = [re.sub(r"^\[\d+:\d\d\] ", "", line) for line in result.stdout.splitlines()]
+    assert re.search(r"^\[\d+:\d\d\] check run$", result.stdout, re.MULTILINE)
     assert f"TASK {task}" in lines
-    assert f"  changed localhost: {task}" in lines
+    assert f"  changed localhost: {task}: 2 packages" in lines
+    diff_shown = [line for line in lines if line.startswith("    ")]
+    assert diff_shown == ["    --- /etc/x", "    +++ /etc/x", "    @@ -1,2 +1,2 @@", "     a", "    -b", "    +c"]
     assert f"  failed  localhost: {task}: first line [x]" in lines
     assert "second line" not in result.stdout
     assert "Probe" not in result.stdout  # unchanged tasks make no line
+
+
+def test_the_summary_names_what_was_skipped_and_why(cli: Invoke, fake_runner: FakeRunner, host_facts) -> None:
+    fake_runner.facts["localhost"] = host_facts("2x1080ti")
+    skipped = {"changed": False, "false_condition": "laptop_profile | length > 0"}
+    fake_runner.site_events = [
+        {"event": "runner_on_skipped", "event_data": {"host": "localhost", "task": f"t{n}", "role": "laptop",
+                                                      "res": skipped}} for n in range(3)
+    ]  # fmt: skip
+    result = cli("provision", "localhost", "--check", "--tags", "base,laptop")
+    assert "skipped on localhost: 3 tasks: laptop 3 (laptop_profile | length > 0)" in result.stdout
+    assert "not run (--tags/--skip-tags): hw_facts, nvidia_driver, cuda, dl_stack, state" in result.stdout
 
 
 def test_provision_verification_failure_exits_6(

@@ -16,7 +16,8 @@ from rich.console import Console
 
 from dlsetup.config.targets import resolve_targets
 from dlsetup.run import runner
-from dlsetup.ui.run import Progress, render_run_summary
+from dlsetup.run.skips import skip_reason
+from dlsetup.ui.run import Progress, render_run_summary, skipped_summary
 
 
 def test_stats_from_runner():
@@ -445,3 +446,23 @@ def test_an_unknown_host_key_keeps_both_of_ssh_s_lines() -> None:
 def test_other_unreachable_causes_are_the_failure_line() -> None:
     msg = "Failed to connect to the host via ssh: ssh: connect to host 192.0.2.1 port 1: Connection refused"
     assert runner.unreachable_line({"msg": msg}) == msg
+
+
+def test_a_skipped_task_is_said_with_the_condition_that_was_false() -> None:
+    """ansible-runner's skipped events carry no result: the condition is read from the shipped role files."""
+    roles = Path(runner.paths.roles_dir())
+    main = roles / "nvidia_driver" / "tasks" / "main.yml"
+    lines = main.read_text().splitlines()
+    own = next(i for i, line in enumerate(lines, 1) if line.startswith("- name: Check the OS and the plan"))
+    assert skip_reason(f"{main}:{own}") == "nvidia_driver_enabled"  # its own when
+    # a task of repo.yml without a when of its own: the import_tasks of main.yml that brought it in
+    repo = roles / "nvidia_driver" / "tasks" / "repo.yml"
+    first = next(i for i, line in enumerate(repo.read_text().splitlines(), 1) if line.startswith("- name:"))
+    assert skip_reason(f"{repo}:{first}") == "nvidia_driver_enabled and nvidia_driver_source == 'nvidia'"
+    assert skip_reason("/nonexistent/tasks/main.yml:3") == ""
+    assert skip_reason("garbage") == ""
+
+
+def test_the_skipped_summary_groups_by_role() -> None:
+    skipped = [("laptop", "laptop_enabled")] * 3 + [("cuda", "cuda_enabled"), ("cuda", "x")] + [("", "y")]
+    assert skipped_summary(skipped) == "6 tasks: laptop 3 (laptop_enabled), cuda 2 (cuda_enabled, ...), play 1 (y)"
