@@ -34,6 +34,7 @@ from dlsetup.errors import (
     DlsetupError,
     InterruptedRunError,
 )
+from dlsetup.plan.load import load_compat_data
 from dlsetup.ui import facts as facts_ui
 from dlsetup.ui import gpus as gpus_ui
 from dlsetup.ui import plan as plan_ui
@@ -45,7 +46,7 @@ app = typer.Typer(
     "the GPUs actually installed.",
     epilog=EXIT_CODES_TEXT,
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
@@ -99,7 +100,31 @@ User = Annotated[
 Verbose = Annotated[
     int, typer.Option("--verbose", "-v", count=True, metavar="", help="Ansible's verbosity into the log (-vvvv).")
 ]
-Format = Annotated[str, typer.Option("--format", metavar="table|json", help="table or json.")]
+
+
+def _complete(choices: Callable[[], Sequence[str]]) -> Callable[[str], list[str]]:
+    """Shell completion of an option's value from ``choices`` (read when the shell asks, not at import)."""
+    return lambda incomplete: [c for c in choices() if c.startswith(incomplete)]
+
+
+def _os_names() -> list[str]:
+    return [system.key for system in load_compat_data().systems]
+
+
+def _architectures() -> list[str]:
+    return [architecture.name for architecture in load_compat_data().architectures]
+
+
+def _roles() -> list[str]:
+    return [tag.removeprefix("role::") for tag in commands.known_tags()]
+
+
+Format = Annotated[
+    str,
+    typer.Option(
+        "--format", metavar="table|json", help="table or json.", autocompletion=_complete(lambda: ("table", "json"))
+    ),
+]
 Explain = Annotated[
     bool,
     typer.Option("--explain", metavar="", help="Also say why each choice was made, and where each fact comes from."),
@@ -447,7 +472,13 @@ def plan(
     user: User = None,
     verbose: Verbose = 0,
     os_name: Annotated[
-        str | None, typer.Option("--os", metavar="OS", help="Plan offline for ubuntu-22.04/24.04, debian-12/13.")
+        str | None,
+        typer.Option(
+            "--os",
+            metavar="OS",
+            help="Plan offline for ubuntu-22.04/24.04, debian-12/13.",
+            autocompletion=_complete(_os_names),
+        ),
     ] = None,
     gpu: Annotated[
         list[str], typer.Option("--gpu", metavar="GPU", help="PCI id (10de:1b06) or model name (repeatable).")
@@ -514,7 +545,13 @@ def init(
 @_exits
 def gpus(
     arch: Annotated[
-        str | None, typer.Option("--arch", metavar="ARCH", help="Only this architecture, e.g. Pascal.")
+        str | None,
+        typer.Option(
+            "--arch",
+            metavar="ARCH",
+            help="Only this architecture, e.g. Pascal.",
+            autocompletion=_complete(_architectures),
+        ),
     ] = None,
     fmt: Format = "table",
 ) -> None:
@@ -543,7 +580,11 @@ def provision(
     tags: Annotated[
         list[str],
         typer.Option(
-            "--tags", "-t", metavar="ROLES", help="Only run these roles: base or role::base, comma-separated."
+            "--tags",
+            "-t",
+            metavar="ROLES",
+            help="Only run these roles: base or role::base, comma-separated.",
+            autocompletion=_complete(_roles),
         ),
     ] = [],  # noqa: B006
     extra_vars: Annotated[
@@ -557,7 +598,12 @@ def provision(
     ] = [],  # noqa: B006
     skip_tags: Annotated[
         list[str],
-        typer.Option("--skip-tags", metavar="ROLES", help="Run every role but these, e.g. dl_stack (comma-separated)."),
+        typer.Option(
+            "--skip-tags",
+            metavar="ROLES",
+            help="Run every role but these, e.g. dl_stack (comma-separated).",
+            autocompletion=_complete(_roles),
+        ),
     ] = [],  # noqa: B006
     yes: Annotated[bool, typer.Option("--yes", "-y", metavar="", help="Do not ask before changing hosts.")] = False,
     pin: Pins = [],  # noqa: B006

@@ -1365,3 +1365,30 @@ def test_provision_json_is_one_document_and_the_progress_goes_to_stderr(
     assert host["failed_tasks"] == [] and host["unreachable"] is None
     assert "error" not in document and document["log"]
     assert "localhost: plan" in result.stderr  # what a person reads is on stderr
+
+
+@pytest.mark.parametrize(
+    ("words", "expected"),
+    [
+        ("dlsetup fa", ["facts"]),
+        ("dlsetup plan --format ", ["table", "json"]),
+        ("dlsetup plan --os debian", ["debian-12", "debian-13"]),
+        ("dlsetup provision x --skip-tags dl", ["dl_stack"]),
+    ],
+)
+def test_shell_completion(words: str, expected: list[str]) -> None:
+    """As bash asks (the script `dlsetup --install-completion` installs sets these variables)."""
+    cword = len(words.split()) - (0 if words.endswith(" ") else 1)
+    env = {**os.environ, "_DLSETUP_COMPLETE": "complete_bash", "COMP_WORDS": words, "COMP_CWORD": str(cword)}
+    done = subprocess.run([sys.executable, "-m", "dlsetup"], env=env, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == expected
+
+
+@pytest.mark.parametrize("command", ["facts", "plan", "verify", "provision", "diff", "init", "gpus"])
+def test_help_shows_no_type_placeholders(cli: Invoke, command: str) -> None:
+    """A flag takes no value, so its help shows none (Typer's own display says '<bool>'; its -h/--help row, which
+    Typer makes, still does)."""
+    text = cli(command, "--help").stdout
+    rows = [line for line in text.split("Options", 1)[1].splitlines() if "Show this message" not in line]
+    assert not [line for line in rows if "<bool>" in line or "<str>" in line or "<list" in line]
