@@ -15,7 +15,7 @@ import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Annotated, Any, ParamSpec, TypeVar
+from typing import Annotated, Any, Literal, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
@@ -120,7 +120,7 @@ def _roles() -> list[str]:
 
 
 Format = Annotated[
-    str,
+    Literal["table", "json"],
     typer.Option(
         "--format", metavar="table|json", help="table or json.", autocompletion=_complete(lambda: ("table", "json"))
     ),
@@ -253,9 +253,7 @@ def _exits(command: Callable[P, R]) -> Callable[P, R]:
 
 
 def _check_format(fmt: str) -> bool:
-    """Whether JSON was asked for; anything but table or json is bad input."""
-    if fmt not in ("table", "json"):
-        raise ConfigError(f"--format must be table or json, got {fmt!r}")
+    """Whether JSON was asked for (Typer has refused anything but table and json)."""
     return fmt == "json"
 
 
@@ -531,14 +529,19 @@ def init(
     directory: Annotated[
         Path, typer.Argument(metavar="DIR", help="Where to write the example inventory (created if missing).")
     ] = Path("dlsetup-inventory"),
+    fmt: Format = "table",
 ) -> None:
     """Write an example inventory (the seed machines: GTX 1080 Ti / TITAN X rigs, XPS 13 and 15, an H200), with
     comments, into DIRECTORY; existing files are never overwritten."""
     written = commands.init_command(directory)
+    hosts = next((p for p in written if p.name == "hosts.yml"), written[0])
+    following = f"edit the addresses in {hosts}, then: dlsetup facts -i {hosts} all"
+    if _check_format(fmt):
+        _json({"written": [str(p) for p in written], "next": following})
+        return
     for path in written:
         out.print(f"wrote {escape(str(path))}")
-    hosts = next((p for p in written if p.name == "hosts.yml"), written[0])
-    out.print(f"next: edit the addresses in {escape(str(hosts))}, then: dlsetup facts -i {escape(str(hosts))} all")
+    out.print(f"next: {escape(following)}")
 
 
 @app.command()

@@ -586,7 +586,7 @@ CASES: tuple[Case, ...] = (
          "driver_branch=abc"), 2, r"pin driver_branch: 'abc' is not a driver branch"),
     # -- options --------------------------------------------------------------------------------------------------
     Case("option-format", "option", "`--format xml`", ("facts", "-i", "{inv}", "{host}", "--format", "xml"), 2,
-         r"--format must be table or json, got 'xml'"),
+         r"^error: Invalid value for '--format': .*'xml' is not one of 'table', 'json'"),
     Case("option-unknown", "option", "`--frobnicate` (an option dlsetup does not have)",
          ("facts", "--frobnicate", "{host}"), 2, r"^error: No such option: --frobnicate", fixed=USAGE_ERROR),
     Case("option-tags-unknown", "option", "`provision --check --tags role::nope`",
