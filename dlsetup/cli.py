@@ -484,6 +484,15 @@ def plan(
     machine: Annotated[
         str | None, typer.Option("--machine", metavar="MODEL", help='Machine model, e.g. "XPS 15 9570".')
     ] = None,
+    cpu: Annotated[
+        str | None,
+        typer.Option(
+            "--cpu",
+            metavar="CPU",
+            help='The build\'s CPU, e.g. "Core i7-6700K": adds the PCIe lanes each --gpu gets (ubuntu-24.04 '
+            "without --os).",
+        ),
+    ] = None,
     pin: Pins = [],  # noqa: B006
     fmt: Format = "table",
     explain: Explain = False,
@@ -504,11 +513,15 @@ def plan(
         machine=machine,
         pin_flags=pin,
         source_flags=_sources(nvidia_repo, nvidia_repo_key, pytorch_index, pip_index, wheelhouse),
+        cpu=cpu,
     )
     if as_json:
         if result.offline:
             (name,) = [*result.plans, *result.errors]
-            _json(result.plans[name].to_dict() if result.plans else result.errors[name].payload())
+            document: dict[str, Any] = result.plans[name].to_dict() if result.plans else result.errors[name].payload()
+            if result.lanes is not None:
+                document["pcie_lanes"] = result.lanes.to_dict()
+            _json(document)
         else:
             by_host: dict[str, Any] = {n: p.to_dict() for n, p in result.plans.items()}
             by_host.update({n: e.payload() for n, e in result.errors.items()})
@@ -517,6 +530,8 @@ def plan(
         for name, host_plan in result.plans.items():
             out.rule(f"[bold]{name}")
             plan_ui.render_plan(out, host_plan, explain=explain)
+        if result.lanes is not None:
+            plan_ui.render_lanes(out, result.lanes, explain=explain)
         for name, problem in result.errors.items():
             out.rule(f"[bold]{name}")
             err.print(f"[bold red]error:[/bold red] {escape(problem.message)}")

@@ -43,6 +43,7 @@ from dlsetup.facts.model import HostFacts
 from dlsetup.facts.record import HostRecord
 from dlsetup.plan import drift as plan_drift
 from dlsetup.plan.catalogue import planning_key
+from dlsetup.plan.lanes import LaneAllocation, lane_allocation
 from dlsetup.plan.load import load_compat_data
 from dlsetup.plan.model import Plan, SourceOverrides
 from dlsetup.plan.pins import validate_pins
@@ -231,6 +232,8 @@ class PlanResult:
     plans: dict[str, Plan]
     errors: dict[str, DlsetupError]
     offline: bool
+    # --cpu: the PCIe lanes the build's CPU gives its GPUs
+    lanes: LaneAllocation | None = None
 
     @property
     def failure(self) -> DlsetupError | None:
@@ -238,6 +241,9 @@ class PlanResult:
             return None
         # the errors were rendered with the plans: exit with the worst one's code
         return max(self.errors.values(), key=lambda e: e.exit_code).as_shown()
+
+
+WHAT_IF_OS = "ubuntu-24.04"
 
 
 def plan_command(
@@ -248,7 +254,12 @@ def plan_command(
     machine: str | None,
     pin_flags: Sequence[str],
     source_flags: Mapping[str, str | None] | None = None,
+    cpu: str | None = None,
 ) -> PlanResult:
+    if cpu is not None and hosts.hosts:
+        raise ConfigError("--cpu plans a build of parts offline (with --gpu): give it without HOSTs")
+    if cpu is not None and os_name is None:
+        os_name = WHAT_IF_OS  # a build not yet bought has no OS yet: plan for the one most rigs run
     if os_name is None and not hosts.hosts:
         raise ConfigError("give HOST(s) to plan from live facts, or --os (and --gpu) to plan offline")
     if os_name is not None and hosts.hosts:
@@ -258,9 +269,13 @@ def plan_command(
         pins = parse_pin_flags(pin_flags)
         try:
             request = request_offline(os_name, list(gpus), machine, pins, sources=flags)
-            return PlanResult({os_name: resolve_stack(request)}, {}, True)
+            plan = resolve_stack(request)
         except DlsetupError as exc:
             return PlanResult({}, {os_name: exc}, True)
+        lanes = None
+        if cpu is not None:
+            lanes = lane_allocation(cpu, [(g.name, g.architecture) for g in plan.gpus])
+        return PlanResult({os_name: plan}, {}, True, lanes)
     check_output_paths(None)
     targets = load_targets(hosts)
     pins_by_host = pins_for(targets, pin_flags)

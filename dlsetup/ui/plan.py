@@ -9,6 +9,7 @@ from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from dlsetup.plan.lanes import LaneAllocation
 from dlsetup.plan.model import Plan
 
 _TOPIC_ORDER = (
@@ -129,3 +130,20 @@ def render_plan(console: Console, plan: Plan, *, explain: bool = False) -> None:
     console.print(plan_renderable(plan, explain=explain))
     if not explain and plan.reasons:
         console.print(Text("(--explain: why each choice, and its sources)", style="dim"))
+
+
+def render_lanes(console: Console, allocation: LaneAllocation, *, explain: bool = False) -> None:
+    """``plan --cpu``: the PCIe lanes each GPU of the build gets, its bandwidth, why, and a better listed CPU."""
+    cpu = allocation.cpu
+    console.print(Text(f"\nPCIe lanes: {cpu.name} ({cpu.platform}), {cpu.lanes} PCIe {cpu.gen}.0 lanes", style="bold"))
+    table = _Rows(show_header=True, header_style="bold", box=None, pad_edge=False)
+    for column in ("GPU", "slot", "link", "host-to-device", "why"):
+        table.add_column(column)
+    for number, lane in enumerate(allocation.gpus):
+        table.add_row(f"{number}: {lane.gpu}", f"{lane.attached_to} x{lane.slot_width}", f"x{lane.width} gen{lane.gen}",
+                      f"{lane.bandwidth_gbps:.1f} GB/s", lane.why)  # fmt: skip
+    console.print(table)
+    if allocation.alternative:
+        console.print(Text(f"better: {allocation.alternative}", style="yellow"))
+    if explain:
+        console.print(Text(f"    source: {allocation.source}", style="dim"))

@@ -1,12 +1,56 @@
-"""Provisioning helpers the integration tests share: a re-run through dlsetup's own API."""
+"""Provisioning helpers the integration tests (and benchmarks/) share: a re-run through dlsetup's own API, and
+the wheelhouse of a CPU-only host (a real PyTorch CPU build and JAX, offline on the host)."""
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import harness as h
+
 from dlsetup import commands
 from dlsetup.config.targets import HostArgs
+
+TORCH_WHEEL = "torch-2.13.0+cpu-cp311-cp311-manylinux_2_28_x86_64.whl"
+WHEEL_DIRS = (Path("/opt/wheels"),)
+WHEELHOUSE = "/opt/dlsetup-wheelhouse"  # where a host finds it (dlsetup_wheelhouse)
+
+
+def cpu_wheelhouse() -> Path | None:
+    """A real CPU PyTorch wheel (shipped on this kind of machine) and JAX (the plan's CPU JAX: jax, jaxlib), with
+    their requirements from the machine's package index, cached; ``None`` without the torch wheel."""
+    torch = next((d / TORCH_WHEEL for d in WHEEL_DIRS if (d / TORCH_WHEEL).exists()), None)
+    if torch is None:
+        return None
+    dest = h.cache_dir() / "wheelhouse-torch-2.13.0-cpu-jaxcpu-cp311"
+    marker = dest / ".complete"
+    if not marker.exists():
+        dest.mkdir(parents=True, exist_ok=True)
+        subprocess.run(
+            [sys.executable, "-m", "pip", "download", "-q", "--dest", str(dest), "--only-binary=:all:",
+             "--python-version", "3.11", "--platform", "manylinux_2_28_x86_64", "--platform", "manylinux_2_27_x86_64",
+             str(torch), "jax[cpu]"],
+            check=True,
+        )  # fmt: skip
+        marker.touch()
+    return dest
+
+
+def install_wheelhouse(host: h.Host, wheelhouse: Path) -> dict[str, object]:
+    """Put the wheels on the host (hard links where the file system allows) and return the host variables of a
+    CPU-only host that installs from them: torch 2.13.0 (the wheel's version), offline."""
+    for wheel in wheelhouse.glob("*.whl"):
+        target = host.root / WHEELHOUSE.lstrip("/") / wheel.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(wheel, target)  # the cache and the hosts usually share a file system
+        except OSError:
+            shutil.copyfile(wheel, target)
+    return {"dlsetup_pins": {"pytorch_version": "2.13.0"}, "dlsetup_wheelhouse": WHEELHOUSE}
 
 
 def changed_on_rerun(

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -20,35 +19,19 @@ from pathlib import Path
 import fakegpu
 import harness as h
 import pytest
-from provisioning import changed_on_rerun
+from provisioning import TORCH_WHEEL, changed_on_rerun, cpu_wheelhouse, install_wheelhouse
 
 pytestmark = pytest.mark.integration
 
-TORCH_WHEEL = "torch-2.13.0+cpu-cp311-cp311-manylinux_2_28_x86_64.whl"
-WHEEL_DIRS = (Path("/opt/wheels"),)
 RIG_TAGS = "role::hw_facts,role::base,role::nvidia_driver,role::laptop,role::state"
-WHEELHOUSE = "/opt/dlsetup-wheelhouse"
 
 
 @pytest.fixture(scope="module")
 def wheelhouse() -> Path:
-    """A real CPU PyTorch wheel (shipped on this kind of machine) and JAX (the plan's CPU JAX: jax, jaxlib), with
-    their requirements from the machine's package index."""
-    torch = next((d / TORCH_WHEEL for d in WHEEL_DIRS if (d / TORCH_WHEEL).exists()), None)
-    if torch is None:
+    found = cpu_wheelhouse()
+    if found is None:
         pytest.skip(f"{TORCH_WHEEL} is not on this machine: no CPU PyTorch wheel for the laptop host")
-    dest = h.cache_dir() / "wheelhouse-torch-2.13.0-cpu-jaxcpu-cp311"
-    marker = dest / ".complete"
-    if not marker.exists():
-        dest.mkdir(parents=True, exist_ok=True)
-        subprocess.run(
-            [sys.executable, "-m", "pip", "download", "-q", "--dest", str(dest), "--only-binary=:all:",
-             "--python-version", "3.11", "--platform", "manylinux_2_28_x86_64", "--platform", "manylinux_2_27_x86_64",
-             str(torch), "jax[cpu]"],
-            check=True,
-        )  # fmt: skip
-        marker.touch()
-    return dest
+    return found
 
 
 @pytest.fixture(scope="module")
@@ -56,22 +39,13 @@ def fleet(harness, wheelhouse, tmp_path_factory):
     hosts = harness.boot([h.HostSpec("xps13", "bookworm"), h.HostSpec("rig", "trixie")])
     try:
         laptop, rig = hosts["xps13"], hosts["rig"]
-        laptop_vars = fakegpu.install(laptop, sysfs="xps13-9370")
-        for wheel in wheelhouse.glob("*.whl"):
-            target = laptop.root / WHEELHOUSE.lstrip("/") / wheel.name
-            target.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                os.link(wheel, target)  # the cache and the hosts usually share a file system
-            except OSError:
-                shutil.copyfile(wheel, target)
+        laptop_vars = {**fakegpu.install(laptop, sysfs="xps13-9370"), **install_wheelhouse(laptop, wheelhouse)}
         rig_vars = fakegpu.install(rig, sysfs="2x1080ti-rig", scenario="2x1080ti", nvidia_proc="410.78-proprietary")
         inventory = hosts.write_inventory(
             tmp_path_factory.mktemp("prov") / "hosts.yml",
             host_vars={
                 "xps13": {
                     **laptop_vars,
-                    "dlsetup_pins": {"pytorch_version": "2.13.0"},
-                    "dlsetup_wheelhouse": WHEELHOUSE,
                     "dlsetup_expect": {"gpu_count": 0, "framework": "pytorch,jax"},
                 },
                 "rig": {

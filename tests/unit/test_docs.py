@@ -92,7 +92,7 @@ def test_the_readme_exit_code_table_is_the_one_the_code_has() -> None:
     assert rows[1:] == list(EXIT_CODES)  # the header row, then the table of dlsetup.errors
 
 
-RUNNABLE = ("dlsetup plan --os", "dlsetup gpus")
+RUNNABLE = ("dlsetup plan --os", "dlsetup plan --cpu", "dlsetup gpus")
 
 
 @pytest.mark.parametrize(
