@@ -98,7 +98,8 @@ User = Annotated[
     str | None, typer.Option("--user", "-u", metavar="USER", help="Remote user where the inventory names none.")
 ]
 Verbose = Annotated[
-    int, typer.Option("--verbose", "-v", count=True, metavar="", help="Ansible's verbosity into the log (-vvvv).")
+    int,
+    typer.Option("--verbose", "-v", count=True, metavar="", help="Ansible's verbosity into the log (up to -vvvvvv)."),
 ]
 
 
@@ -234,7 +235,7 @@ def _exits(command: Callable[P, R]) -> Callable[P, R]:
                 _json(exc.payload())  # JSON was asked for: the error is JSON on stdout too, in the one shape
             _show(exc)
             raise typer.Exit(exc.exit_code) from None
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, typer.Abort):  # Ctrl-C, or Ctrl-C / end of input at a question
             stopped = InterruptedRunError(signal.SIGINT, "interrupted: re-run the same command to converge")
             err.print(stopped.message)
             raise typer.Exit(stopped.exit_code) from None
@@ -261,10 +262,14 @@ def _json(payload: Any) -> None:
     out.print_json(json.dumps(payload))
 
 
-def _end(failure: DlsetupError | None, *, quiet: bool = False) -> None:
-    """End a command whose result is rendered: with its failure's exit code (and line, unless ``quiet``)."""
+def _end(failure: DlsetupError | None, *, json_done: bool = False) -> None:
+    """End a command whose result is rendered: with its failure's exit code and line (on stderr); ``json_done``:
+    the JSON document on stdout already carries the failure, so it is not printed there again."""
     if failure is not None:
-        raise failure.as_shown() if quiet else failure
+        if json_done:
+            _show(failure)
+            raise failure.as_shown()
+        raise failure
 
 
 def _version(value: bool) -> None:
@@ -377,7 +382,7 @@ def verify(
             out.print(f"{name}: hardware recorded as the new baseline")
         if result.report.log_path is not None:
             out.print(f"log: {result.report.log_path}")
-    _end(result.failure, quiet=as_json)
+    _end(result.failure, json_done=as_json)
 
 
 def _interactive() -> bool:
@@ -685,10 +690,15 @@ def provision(
             f"{len(gone)} GPU(s) of the last verified run are gone ({'; '.join(c.text[2:] for c in gone)}). "
             "Provision for the hardware as it is now?",
             default=False,
+            err=as_json,  # stdout is the JSON document
         ):
+            if as_json:
+                _json({"declined": True, "changed": 0, "hosts": {}})
             err.print("nothing was changed")
             return
-        if not gone and not typer.confirm("Apply this plan?", default=False):
+        if not gone and not typer.confirm("Apply this plan?", default=False, err=as_json):
+            if as_json:
+                _json({"declined": True, "changed": 0, "hosts": {}})
             err.print("nothing was changed")
             return
     become_password = getpass.getpass("BECOME (sudo) password: ") if ask_become_pass else None
@@ -720,7 +730,7 @@ def provision(
         view.print(f"{name}: hardware recorded as the new baseline")
     if as_json:
         _json(outcome.to_dict(request.plans))
-    _end(failure, quiet=as_json)
+    _end(failure, json_done=as_json)
 
 
 # Click's exceptions, which Typer vendors since 0.23 (typer._click) and re-exported before: found through the one

@@ -45,7 +45,7 @@ class VaultOptions:
     """How Ansible opens vaulted values: a password asked once by dlsetup (``--ask-vault-pass``), kept in memory
     only, and password files (``--vault-password-file``, a file or an executable that prints it)."""
 
-    password: str | None = None
+    password: str | None = field(default=None, repr=False)  # never in a repr, a log or a traceback
     password_files: tuple[Path, ...] = ()
 
     def __bool__(self) -> bool:
@@ -74,10 +74,10 @@ class Connection:
     def __post_init__(self) -> None:
         if self.forks is not None and self.forks < 1:
             raise ConfigError(f"--forks must be at least 1, got {self.forks}")
-        if self.user is not None and not re.fullmatch(r"[a-z_][a-z0-9_.-]*\$?", self.user):
+        if self.user is not None and (not self.user.strip() or any(c.isspace() or c in ":/" for c in self.user)):
             raise ConfigError(f"--user {self.user!r} is not a user name")
-        if not 0 <= self.verbosity <= 4:
-            raise ConfigError(f"-v may be given up to 4 times (-vvvv), got {self.verbosity}")
+        if not 0 <= self.verbosity <= 6:
+            raise ConfigError(f"-v may be given up to 6 times (-vvvvvv), as Ansible's, got {self.verbosity}")
 
 
 @dataclass(frozen=True)
@@ -105,6 +105,8 @@ class Selection:
     empty_groups: frozenset[str] = frozenset()
     vaulted: tuple[str, ...] = ()
     plugins: tuple[str, ...] = ()
+    # per HOST pattern, the names of its comma list that select nothing in the inventory (localhost, addresses)
+    unmatched_parts: tuple[tuple[str, ...], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -225,12 +227,14 @@ def resolve_targets(
         raise ConfigError("--limit is empty: give a host pattern, e.g. --limit 'rigs:!rig-2'")
     targets: dict[str, Target] = {}
     for index, raw in enumerate(specs):
+        rest = [s.strip() for s in raw.split(",")]
         if selection is not None and (selection.matched[index] or selection.matched_all[index]):
             # within the inventory: --limit may leave none of it, as ansible-playbook's does
             for name in selection.matched[index]:
                 targets.setdefault(name, Target(name, {}, from_inventory=True))
-            continue
-        for spec in (s.strip() for s in raw.split(",")):
+            # the names of the list the inventory does not know: localhost, addresses, or a typo to report
+            rest = list(selection.unmatched_parts[index]) if index < len(selection.unmatched_parts) else []
+        for spec in rest:
             if not spec:
                 continue
             if selection is not None and spec in selection.empty_groups:

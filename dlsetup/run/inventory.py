@@ -76,6 +76,7 @@ def select(
         empty_groups=frozenset(reply["empty_groups"]),
         vaulted=tuple(reply.get("vaulted") or ()),
         plugins=tuple(reply.get("plugins") or ()),
+        unmatched_parts=tuple(tuple(names) for names in reply.get("unmatched_parts") or ()),
     )
 
 

@@ -10,7 +10,8 @@ answer travels over a pipe and is never written to a file.
 Request: ``{"sources": [path], "patterns": [str], "limit": str | null, "vault_password": str | null,
 "vault_password_files": [path]}``. Answer: ``{"matched": [[host, ...] per pattern, within the limit],
 "matched_all": [the same without it], "hostvars": {host: vars}, "empty_groups": [group], "vaulted": [value],
-"plugins": [name]}`` or ``{"error": str, "about": "inventory" | "pattern" | "vault"}``.
+"plugins": [name], "unmatched_parts": [[name, ...] per pattern]}`` or ``{"error": str, "about": "inventory" |
+"pattern" | "vault"}``.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import yaml
 from ansible import constants
 from ansible.errors import AnsibleError
 from ansible.inventory.manager import InventoryManager
@@ -97,15 +99,59 @@ def _plugin_order() -> list[str]:
 
 
 def _secrets(loader: Any, request: Mapping[str, Any]) -> list[Any]:
-
+    """The vault secrets: the asked password, the password files given, and those Ansible's own configuration
+    names (``ANSIBLE_VAULT_PASSWORD_FILE``, ``vault_identity_list`` entries that are files), as ansible-playbook
+    reads them too."""
     secrets: list[Any] = []
     if request.get("vault_password") is not None:
         secrets.append(("default", VaultSecret(str(request["vault_password"]).encode())))
-    for name in request.get("vault_password_files") or []:
-        secret = get_file_vault_secret(filename=name, loader=loader)
+    files = [("default", name) for name in request.get("vault_password_files") or []]
+    if constants.DEFAULT_VAULT_PASSWORD_FILE:
+        files.append(("default", str(constants.DEFAULT_VAULT_PASSWORD_FILE)))
+    for identity in constants.DEFAULT_VAULT_IDENTITY_LIST or []:
+        vault_id, _, source = str(identity).rpartition("@")
+        if source and source != "prompt":
+            files.append((vault_id or "default", source))
+    for vault_id, name in files:
+        secret = get_file_vault_secret(filename=name, vault_id=vault_id, loader=loader)
         secret.load()
-        secrets.append(("default", secret))
+        secrets.append((vault_id, secret))
     return secrets
+
+
+class _RecordingLoader(DataLoader):  # type: ignore[misc]
+    """Ansible's loader, keeping what it decrypted of wholly vault-encrypted files (``ansible-vault encrypt
+    group_vars/rigs.yml``): every value in them is a secret, whatever its name."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.decrypted: list[bytes] = []
+
+    def _decrypt_if_vault_data(self, b_data: bytes) -> tuple[bytes, bool]:
+        data, plaintext = super()._decrypt_if_vault_data(b_data)
+        if not plaintext:
+            self.decrypted.append(data)
+        return data, plaintext
+
+    def secret_values(self) -> list[str]:
+        found: list[str] = []
+
+        def leaves(value: Any) -> None:
+            if isinstance(value, Mapping):
+                for item in value.values():
+                    leaves(item)
+            elif isinstance(value, list):
+                for item in value:
+                    leaves(item)
+            elif value is not None and not isinstance(value, bool):
+                found.append(str(value))
+
+        for data in self.decrypted:
+            try:
+                leaves(yaml.safe_load(data))
+            except yaml.YAMLError:
+                found.append(data.decode(errors="replace"))
+        return found
 
 
 def _reason(source: str, failures: list[tuple[str, BaseException | None]]) -> str:
@@ -160,7 +206,7 @@ def answer(request: Mapping[str, Any]) -> dict[str, Any]:
         failures.append((msg, exception))
 
     display.error_as_warning = capture
-    loader = DataLoader()
+    loader = _RecordingLoader()
     try:
         secrets = _secrets(loader, request)
     except AnsibleError as exc:
@@ -173,6 +219,9 @@ def answer(request: Mapping[str, Any]) -> dict[str, Any]:
     try:
         inventory = InventoryManager(loader=loader, sources=sources)
     except AnsibleError as exc:
+        vault = next((e for e in [exc, *(f for _, f in failures)] if _vault_failure(e)), None)
+        if vault is not None:  # a wholly encrypted file, and no (or a wrong) password
+            return _vault_error(vault)
         failed = next((s for s in sources if str(s) in str(exc)), sources[0])
         return {"error": _reason(failed, failures) if failures or Path(failed).is_dir() else " ".join(str(exc).split())}
     known = inventory.hosts
@@ -181,8 +230,16 @@ def answer(request: Mapping[str, Any]) -> dict[str, Any]:
         # an implicit localhost (not in the inventory) is not a match: dlsetup has its own
         return [[h.name for h in inventory.get_hosts(p) if h.name in known] for p in patterns]
 
+    def unmatched(pattern: str) -> list[str]:
+        """The plain names of a comma list that select nothing here (localhost, an address: dlsetup's)."""
+        parts = [p.strip() for p in pattern.split(",")]
+        if len(parts) < 2:
+            return []
+        return [p for p in parts if p and not p.startswith(("!", "&")) and not match([p])[0]]
+
     try:
         matched_all = match(request["patterns"])
+        unmatched_parts = [unmatched(p) for p in request["patterns"]]
         if request.get("limit"):
             inventory.subset(request["limit"])
         matched = match(request["patterns"]) if request.get("limit") else matched_all
@@ -202,9 +259,10 @@ def answer(request: Mapping[str, Any]) -> dict[str, Any]:
                 "or --vault-password-file",
                 "about": "vault",
             }
-        except AnsibleVaultError as exc:  # a wrong vault password
-            return {"error": f"host {name}: {' '.join(str(exc).split())}", "about": "vault"}
-        except AnsibleError as exc:  # a group_vars/ or host_vars/ file that does not parse
+        except AnsibleError as exc:
+            if _vault_failure(exc):  # a wrong vault password, or none for an encrypted file
+                return _vault_error(exc, f"host {name}: ")
+            # a group_vars/ or host_vars/ file that does not parse
             return {"error": " ".join(str(exc).split()) + (_line(exc, sources) or "")}
     groups = inventory.groups
     return {
@@ -212,9 +270,20 @@ def answer(request: Mapping[str, Any]) -> dict[str, Any]:
         "matched_all": matched_all,
         "hostvars": hostvars,
         "empty_groups": sorted(g for g, group in groups.items() if not group.get_hosts()),
-        "vaulted": sorted(set(vaulted)),
+        "vaulted": sorted(set(vaulted) | set(loader.secret_values())),
         "plugins": plugins,
+        "unmatched_parts": unmatched_parts,
     }
+
+
+def _vault_failure(exc: BaseException | None) -> bool:
+    return isinstance(exc, AnsibleVaultError) or "vault" in str(exc or "").lower()
+
+
+def _vault_error(exc: BaseException, prefix: str = "") -> dict[str, str]:
+    text = " ".join(str(exc).split())
+    hint = "" if "Decryption failed" in text else ": use --ask-vault-pass or --vault-password-file"
+    return {"error": f"{prefix}{text}{hint}", "about": "vault"}
 
 
 def main() -> int:

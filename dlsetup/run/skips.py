@@ -1,8 +1,9 @@
 """Why Ansible skipped a task: the ``when`` that was false, read from the task file it names.
 
 ansible-runner's skipped events carry no result (so no ``false_condition``), only the task's ``task_path``
-(``.../roles/nvidia_driver/tasks/repo.yml:16``). The condition is the task's own ``when``, else that of the block
-around it, else that of the ``import_tasks`` that brought its file in (followed up to the role's ``main.yml``).
+(``.../roles/nvidia_driver/tasks/repo.yml:16``). The condition is that of the blocks around it and its own
+(ANDed, as Ansible does), else that of the ``import_tasks`` that brought its file in (followed up to the role's
+``main.yml``).
 """
 
 from __future__ import annotations
@@ -37,7 +38,8 @@ def _walk(node: yaml.Node, inherited: str, found: list[_Task]) -> None:
         if not isinstance(item, yaml.MappingNode):
             continue
         keys = {k.value: v for k, v in item.value if isinstance(k, yaml.ScalarNode)}
-        when = _text(keys["when"]) if "when" in keys else inherited
+        # Ansible ANDs a task's condition with its block's: both are said, the block's first
+        when = " and ".join(c for c in (inherited, _text(keys["when"]) if "when" in keys else "") if c)
         imports = next((_text(keys[k]) for k in _IMPORTS if k in keys), "")
         found.append(_Task(item.start_mark.line + 1, when, imports))
         for block in _BLOCKS:

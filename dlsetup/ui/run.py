@@ -161,8 +161,11 @@ class Progress:
                 state.changed += 1
                 msg = " ".join(str(res.get("msg") or "").split())
                 self.say(f"  [yellow]changed[/yellow] {show(host)}: {show(task)}" + (f": {show(msg)}" if msg else ""))
-            if self.diff and res.get("diff") and not self.quiet:
-                self._show_diff(res["diff"])
+            if self.diff and not self.quiet:
+                # a loop's diffs are per item, under its results
+                for item in [res, *(r for r in res.get("results") or [] if isinstance(r, Mapping))]:
+                    if item.get("diff"):
+                        self._show_diff(item["diff"])
         elif kind == "runner_on_failed" and not data.get("ignore_errors"):
             state.failed += 1
             self.say(f"  [bold red]failed[/bold red]  {show(host)}: {show(task)}: {show(failure_line(res))}")

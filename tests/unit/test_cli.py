@@ -324,8 +324,8 @@ def test_verify_json_exits_6_without_a_table_line(
     stub_verify.hosts["localhost"] = report_entry(("driver.loaded", "fail", "driver_not_loaded"))
     result = cli("verify", "localhost", "--format", "json")
     assert result.exit_code == 6
-    assert json.loads(result.stdout)["hosts"]["localhost"]["passed"] is False
-    assert result.stderr == ""
+    assert json.loads(result.stdout)["hosts"]["localhost"]["passed"] is False  # stdout is the JSON alone
+    assert result.stderr.strip() == "verification failed on localhost"  # the verdict, for a person, on stderr
 
 
 def test_verify_exits_3_when_a_host_is_unreachable(
@@ -760,11 +760,14 @@ def test_provision_shows_live_progress(cli: Invoke, fake_runner: FakeRunner, hos
     fake_runner.facts["localhost"] = host_facts("2x1080ti")
     task = "Install the NVIDIA driver packages"
     diff = {"before": "a\nb\n", "after": "a\nc\n", "before_header": "/etc/x", "after_header": "/etc/x"}
+    looped = {"before": {"state": "absent"}, "after": {"state": "directory"}, "before_header": "/opt/d"}
     fake_runner.site_events = [
         {"event": "playbook_on_task_start", "event_data": {"task": task}},
         {"event": "runner_on_ok", "event_data": {"host": "localhost", "task": task,
                                                  "res": {"changed": True, "msg": "2 packages", "diff": diff}}},
         {"event": "runner_on_ok", "event_data": {"host": "localhost", "task": "Probe", "res": {"changed": False}}},
+        {"event": "runner_on_ok", "event_data": {"host": "localhost", "task": "Dirs", "res": {
+            "changed": True, "results": [{"changed": True, "diff": looped}]}}},
         {"event": "runner_on_failed",
          "event_data": {"host": "localhost", "task": task, "res": {"msg": "first line [x]\nsecond line"}}},
     ]  # fmt: skip
@@ -774,7 +777,9 @@ def test_provision_shows_live_progress(cli: Invoke, fake_runner: FakeRunner, hos
     assert f"TASK {task}" in lines
     assert f"  changed localhost: {task}: 2 packages" in lines
     diff_shown = [line for line in lines if line.startswith("    ")]
-    assert diff_shown == ["    --- /etc/x", "    +++ /etc/x", "    @@ -1,2 +1,2 @@", "     a", "    -b", "    +c"]
+    assert diff_shown == ["    --- /etc/x", "    +++ /etc/x", "    @@ -1,2 +1,2 @@", "     a", "    -b", "    +c",
+                          "    --- /opt/d", "    +++ after", "    @@ -1 +1 @@", "    -state: absent",
+                          "    +state: directory"]  # fmt: skip
     assert f"  failed  localhost: {task}: first line [x]" in lines
     assert "second line" not in result.stdout
     assert "Probe" not in result.stdout  # unchanged tasks make no line

@@ -64,7 +64,8 @@ def test_bad_extra_vars_are_refused(values: list[str], cause: str) -> None:
 @pytest.mark.parametrize(
     ("kwargs", "cause"),
     [({"forks": 0}, "--forks must be at least 1"), ({"user": "a b"}, "is not a user name"),
-     ({"verbosity": 5}, "up to 4 times")],
+     ({"user": ""}, "is not a user name"),
+     ({"verbosity": 7}, "up to 6 times")],
 )  # fmt: skip
 def test_bad_connection_options(kwargs: dict[str, object], cause: str) -> None:
     with pytest.raises(ConfigError, match=cause):

@@ -206,3 +206,35 @@ def test_a_group_vars_file_that_does_not_parse_is_named_with_its_place(tmp_path:
 def test_an_empty_directory(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="the directory holds no inventory file Ansible can read"):
         select(tmp_path, ["all"])
+
+
+def test_a_wholly_encrypted_vars_file_opens_and_its_values_are_secrets(tmp_path: Path) -> None:
+    """``ansible-vault encrypt group_vars/rigs.yml``: the loader decrypts the file before any vaulted value exists,
+    so every value in it is reported as a secret, whatever its name."""
+    _write(tmp_path / "inv" / "hosts.ini", INI)
+    password_file = _write(tmp_path / "vault-pass", PASSWORD + "\n", mode=0o600)
+    secret_vars = _write(tmp_path / "inv" / "group_vars" / "rigs.yml", "lab_wifi_psk: plain-named-secret-77\n")
+    subprocess.run(
+        [str(Path(sys.executable).parent / "ansible-vault"), "encrypt", "--vault-password-file", str(password_file),
+         str(secret_vars)],
+        capture_output=True, check=True,
+    )  # fmt: skip
+    assert b"plain-named-secret-77" not in secret_vars.read_bytes()
+    with pytest.raises(ConfigError, match=r"vault.*use --ask-vault-pass or --vault-password-file"):
+        select(tmp_path / "inv", ["rigs"])
+    selection = select(tmp_path / "inv", ["rigs"], vault=VaultOptions(password_files=(password_file,)))
+    assert selection.hostvars["rig-1"]["lab_wifi_psk"] == "plain-named-secret-77"
+    assert "plain-named-secret-77" in selection.vaulted
+
+
+def test_ansibles_own_vault_password_file_setting_is_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    inventory = _vaulted_inventory(tmp_path)
+    monkeypatch.setenv("ANSIBLE_VAULT_PASSWORD_FILE", str(tmp_path / "vault-pass"))
+    assert select(inventory, ["h1"]).hostvars["h1"]["ansible_become_password"] == SECRET
+
+
+def test_a_comma_list_keeps_the_names_the_inventory_does_not_know(ini: Path) -> None:
+    targets = load_targets(HostArgs(("rig-1,localhost",), ini))
+    assert targets.names == ["rig-1", "localhost"]
+    with pytest.raises(ConfigError, match="unknown host or group 'typo'"):
+        load_targets(HostArgs(("rig-1,typo",), ini))

@@ -466,3 +466,10 @@ def test_a_skipped_task_is_said_with_the_condition_that_was_false() -> None:
 def test_the_skipped_summary_groups_by_role() -> None:
     skipped = [("laptop", "laptop_enabled")] * 3 + [("cuda", "cuda_enabled"), ("cuda", "x")] + [("", "y")]
     assert skipped_summary(skipped) == "6 tasks: laptop 3 (laptop_enabled), cuda 2 (cuda_enabled, ...), play 1 (y)"
+
+
+def test_a_block_condition_and_a_task_condition_are_both_said(tmp_path: Path) -> None:
+    tasks = tmp_path / "tasks.yml"
+    tasks.write_text("- name: Outer\n  when: a_enabled\n  block:\n    - name: Inner\n      ansible.builtin.debug:\n"
+                     "      when: b_wanted\n")  # fmt: skip
+    assert skip_reason(f"{tasks}:4") == "a_enabled and b_wanted"
