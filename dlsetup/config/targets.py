@@ -10,6 +10,7 @@ Everything is resolved and validated before any host is touched.
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import ipaddress
 import re
 import socket
@@ -240,7 +241,7 @@ def resolve_targets(
             if selection is not None and spec in selection.empty_groups:
                 raise ConfigError(f"group {spec!r} in {inventory_path} has no hosts")
             for target in _resolve_one(spec, inventory_path):
-                if limit is None or target.name in _limit_names(limit):
+                if limit is None or _limit_keeps(target.name, limit):
                     targets.setdefault(target.name, target)
     if not targets:
         within = f" within --limit {limit!r}" if limit is not None else ""
@@ -256,9 +257,25 @@ def resolve_targets(
     )
 
 
-def _limit_names(limit: str) -> set[str]:
-    """The plain names in a ``--limit`` pattern: what it can select of hosts that are not in the inventory."""
-    return {part.strip() for part in re.split(r"[,:]", limit) if part.strip()}
+def _limit_keeps(name: str, limit: str) -> bool:
+    """Whether ``--limit`` selects a host that is not in the inventory (localhost, an address), read as Ansible
+    reads a pattern: its parts (``,`` or ``:``) are names, ``all``/``*``, wildcards or ``~regex``; ``!part``
+    excludes, ``&part`` must also match."""
+
+    def matches(part: str) -> bool:
+        if part in ("all", "*"):
+            return True
+        if part.startswith("~"):
+            return re.search(part[1:], name) is not None
+        return fnmatch.fnmatchcase(name, part)
+
+    parts = [p.strip() for p in re.split(r"[,:]", limit) if p.strip()]
+    wanted = [p for p in parts if not p.startswith(("!", "&"))]
+    return (
+        (not wanted or any(matches(p) for p in wanted))
+        and all(matches(p[1:]) for p in parts if p.startswith("&"))
+        and not any(matches(p[1:]) for p in parts if p.startswith("!"))
+    )
 
 
 def _resolve_one(spec: str, inventory_path: Path | None) -> list[Target]:

@@ -104,3 +104,16 @@ def test_no_hosts():
 def test_empty_limit():
     with pytest.raises(ConfigError, match="--limit is empty"):
         resolve_targets(["localhost"], limit=" ")
+
+
+@pytest.mark.parametrize(
+    ("limit", "kept"),
+    [("all", True), ("*", True), ("local*", True), ("!localhost", False), ("all:!localhost", False),
+     ("rigs,localhost", True), ("rigs", False), ("~^local", True), ("all:&rigs", False)],
+)  # fmt: skip
+def test_limit_reads_a_pattern_for_hosts_outside_the_inventory(limit: str, kept: bool) -> None:
+    if kept:
+        assert resolve_targets(["localhost"], limit=limit).names == ["localhost"]
+    else:
+        with pytest.raises(ConfigError, match="within --limit"):
+            resolve_targets(["localhost"], limit=limit)
