@@ -1,10 +1,13 @@
-"""Provisioning helpers the integration tests (and benchmarks/) share: a re-run through dlsetup's own API, and
-the wheelhouse of a CPU-only host (a real PyTorch CPU build and JAX, offline on the host)."""
+"""Provisioning helpers the integration tests (and tests/reliability, benchmarks/) share: a re-run through
+dlsetup's own API, the wheelhouse of a CPU-only host (a real PyTorch CPU build and JAX, offline on the host), and
+the host's state byte for byte (what a run must leave unchanged)."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
+import stat
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
@@ -73,3 +76,41 @@ def changed_on_rerun(
     print("changed on the re-run:", changed_tasks)
     failures = sum(s.failures for s in outcome.run.stats.values())
     return failures, {name: s.changed for name, s in outcome.run.stats.items()}
+
+
+def host_state(host: h.Host, trees: Sequence[str] = ("/etc", "/opt")) -> dict[str, str]:
+    """Every entry under ``trees`` (type, mode, owner, and the sha256 of a file's bytes or a link's target), read
+    through the host's root here, plus ``dpkg --get-selections`` and every package's version and status."""
+    state: dict[str, str] = {}
+    for tree in trees:
+        top = host.root / tree.lstrip("/")
+        for dirpath, dirnames, filenames in os.walk(top):
+            dirnames.sort()
+            for name in [*dirnames, *sorted(filenames)]:
+                path = Path(dirpath) / name
+                info = path.lstat()
+                key = "/" + str(path.relative_to(host.root))
+                meta = f"{stat.filemode(info.st_mode)} {info.st_uid}:{info.st_gid}"
+                if stat.S_ISLNK(info.st_mode):
+                    state[key] = f"{meta} -> {os.readlink(path)}"
+                elif stat.S_ISREG(info.st_mode):
+                    state[key] = f"{meta} {hashlib.sha256(path.read_bytes()).hexdigest()}"
+                else:
+                    state[key] = meta
+    for label, cmd in (
+        ("dpkg --get-selections", "dpkg --get-selections '*'"),
+        ("dpkg-query", "dpkg-query -W -f='${Package} ${Version} ${Status}\\n'"),
+    ):
+        result = host.run(cmd)
+        assert result.returncode == 0, result.stderr
+        state[label] = result.stdout
+    return state
+
+
+def differences(before: Mapping[str, str], after: Mapping[str, str]) -> list[str]:
+    changed = [f"changed {k}" for k in sorted(before.keys() & after.keys()) if before[k] != after[k]]
+    return [
+        *(f"removed {k}" for k in sorted(before.keys() - after.keys())),
+        *(f"added {k}" for k in sorted(after.keys() - before.keys())),
+        *changed,
+    ]

@@ -28,17 +28,15 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
-import hashlib
 import json
 import os
 import re
 import shutil
 import socket
-import stat
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,7 +46,7 @@ import fakegpu
 import harness as h
 import pytest
 import standin as s
-from provisioning import changed_on_rerun
+from provisioning import changed_on_rerun, differences, host_state
 
 from dlsetup.plan.load import load_compat_data
 
@@ -99,45 +97,6 @@ def as_args(flags: Mapping[str, str]) -> list[str]:
 
 def tail(result: subprocess.CompletedProcess[str]) -> str:
     return f"rc {result.returncode}\nstdout:\n{result.stdout[-6000:]}\nstderr:\n{result.stderr[-3000:]}"
-
-
-# -- the host's state, byte for byte ---------------------------------------------------------------------------
-def host_state(host: h.Host, trees: Sequence[str] = ("/etc", "/opt")) -> dict[str, str]:
-    """Every entry under ``trees`` (type, mode, owner, and the sha256 of a file's bytes or a link's target), read
-    through the host's root here, plus ``dpkg --get-selections`` and every package's version and status."""
-    state: dict[str, str] = {}
-    for tree in trees:
-        top = host.root / tree.lstrip("/")
-        for dirpath, dirnames, filenames in os.walk(top):
-            dirnames.sort()
-            for name in [*dirnames, *sorted(filenames)]:
-                path = Path(dirpath) / name
-                info = path.lstat()
-                key = "/" + str(path.relative_to(host.root))
-                meta = f"{stat.filemode(info.st_mode)} {info.st_uid}:{info.st_gid}"
-                if stat.S_ISLNK(info.st_mode):
-                    state[key] = f"{meta} -> {os.readlink(path)}"
-                elif stat.S_ISREG(info.st_mode):
-                    state[key] = f"{meta} {hashlib.sha256(path.read_bytes()).hexdigest()}"
-                else:
-                    state[key] = meta
-    for label, cmd in (
-        ("dpkg --get-selections", "dpkg --get-selections '*'"),
-        ("dpkg-query", "dpkg-query -W -f='${Package} ${Version} ${Status}\\n'"),
-    ):
-        result = host.run(cmd)
-        assert result.returncode == 0, result.stderr
-        state[label] = result.stdout
-    return state
-
-
-def differences(before: Mapping[str, str], after: Mapping[str, str]) -> list[str]:
-    changed = [f"changed {k}" for k in sorted(before.keys() & after.keys()) if before[k] != after[k]]
-    return [
-        *(f"removed {k}" for k in sorted(before.keys() - after.keys())),
-        *(f"added {k}" for k in sorted(after.keys() - before.keys())),
-        *changed,
-    ]
 
 
 def test_host_state_sees_every_kind_of_change(boot_host: Any) -> None:
