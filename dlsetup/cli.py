@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, ParamSpec, TypeVar
 
 import typer
+import typer.core
 from rich.console import Console
 from rich.markup import escape
 
@@ -41,7 +42,31 @@ from dlsetup.ui import plan as plan_ui
 from dlsetup.ui import run as run_ui
 from dlsetup.ui import verify as verify_ui
 
+
+def _no_placeholders(params: list[Any]) -> list[Any]:
+    """Typer labels a parameter without a metavar by its Python type (``--help <bool>``, ``HOST <list[str]>``); the
+    options Typer itself adds (-h/--help, --install-completion) have none, and an argument's label ignores its
+    metavar. A flag takes no value and HOST is named already, so neither shows a type."""
+    for param in params:
+        if isinstance(param, typer.core.TyperOption) and param.is_flag and param.metavar is None:
+            param.metavar = ""
+        if isinstance(param, typer.core.TyperArgument):
+            param.display_type_rich = lambda ctx: None  # type: ignore[method-assign]
+    return params
+
+
+class _Group(typer.core.TyperGroup):
+    def get_params(self, ctx: Any) -> list[Any]:
+        return _no_placeholders(super().get_params(ctx))
+
+
+class _Command(typer.core.TyperCommand):
+    def get_params(self, ctx: Any) -> list[Any]:
+        return _no_placeholders(super().get_params(ctx))
+
+
 app = typer.Typer(
+    cls=_Group,
     help="Provision and verify deep-learning machines: the right NVIDIA driver, CUDA and framework build for "
     "the GPUs actually installed.",
     epilog=EXIT_CODES_TEXT,
@@ -99,7 +124,14 @@ User = Annotated[
 ]
 Verbose = Annotated[
     int,
-    typer.Option("--verbose", "-v", count=True, metavar="", help="Ansible's verbosity into the log (up to -vvvvvv)."),
+    typer.Option(
+        "--verbose",
+        "-v",
+        count=True,
+        metavar="",
+        show_default=False,
+        help="Ansible's verbosity into the log (up to -vvvvvv).",
+    ),
 ]
 
 
@@ -300,7 +332,7 @@ def main_options(
     STATE["debug"] = debug
 
 
-@app.command()
+@app.command(cls=_Command)
 @_exits
 def facts(
     hosts: Hosts,
@@ -332,7 +364,7 @@ def facts(
     _end(result.failure)
 
 
-@app.command()
+@app.command(cls=_Command)
 @_exits
 def verify(
     hosts: Hosts,
@@ -417,7 +449,7 @@ def _render_drift(view: Console, host_plan: commands.HostPlan) -> None:
         view.print(f"[yellow]plan changed:[/yellow] {escape(line)}")
 
 
-@app.command()
+@app.command(cls=_Command)
 @_exits
 def diff(
     hosts: Hosts,
@@ -463,7 +495,7 @@ def diff(
     _end(result.failure)
 
 
-@app.command()
+@app.command(cls=_Command)
 @_exits
 def plan(
     hosts: Annotated[list[str] | None, typer.Argument(metavar="HOST", help="Hosts to plan from live facts.")] = None,
@@ -543,7 +575,7 @@ def plan(
     _end(result.failure)
 
 
-@app.command()
+@app.command(cls=_Command)
 @_exits
 def init(
     directory: Annotated[
@@ -564,7 +596,7 @@ def init(
     out.print(f"next: {escape(following)}")
 
 
-@app.command()
+@app.command(cls=_Command)
 @_exits
 def gpus(
     arch: Annotated[
@@ -587,7 +619,7 @@ def gpus(
         gpus_ui.render_gpus(out, result)
 
 
-@app.command()
+@app.command(cls=_Command)
 @_exits
 def provision(
     hosts: Hosts,
@@ -642,6 +674,10 @@ def provision(
     ask_become_pass: Annotated[
         bool, typer.Option("--ask-become-pass", "-K", metavar="", help="Ask for the sudo password of the remote user.")
     ] = False,
+    full: Annotated[
+        bool,
+        typer.Option("--full", metavar="", help="Run every role even on a host still as its last provision left it."),
+    ] = False,
     accept_hardware: AcceptHardware = False,
     explain: Explain = False,
     fmt: Format = "table",
@@ -677,15 +713,20 @@ def provision(
             junit_xml=junit_xml,
             accept=accept_hardware,
             on_event=gathering,
+            extravars=extravars,
         )
     for name, host_plan in request.plans.items():
         view.rule(f"[bold]{name}: plan")
         _render_drift(view, host_plan)
         plan_ui.render_plan(view, host_plan.plan, explain=explain)
+        if host_plan.convergence is not None:
+            note = " (--full: its roles run anyway)" if full and host_plan.convergence.converged else ""
+            view.print(f"{name}: {escape(host_plan.convergence.reason)}{note}")
+    nothing_to_do = request.all_converged and not full
     for accepted in request.accepted.values():
         _render_accepted(view, accepted)
     gone = [c for p in request.plans.values() for c in p.drift.removed_gpus]
-    if not check and not yes and _interactive():
+    if not check and not yes and not nothing_to_do and _interactive():
         if gone and not typer.confirm(
             f"{len(gone)} GPU(s) of the last verified run are gone ({'; '.join(c.text[2:] for c in gone)}). "
             "Provision for the hardware as it is now?",
@@ -716,9 +757,11 @@ def provision(
             become_password=become_password,
             accepted=list(request.accepted),
             extravars=extravars,
+            full=full,
+            baselines=request.baselines,
         )
     not_run = [t.removeprefix("role::") for t in commands.known_tags() if tags and t not in tags]
-    run_ui.render_run_summary(view, outcome.run, not_run=not_run)
+    run_ui.render_run_summary(view, outcome.run, not_run=not_run, converged=outcome.converged)
     failure = outcome.failure
     if check and (failure is None or failure is outcome.preflight_failure):
         view.print(f"check mode: {outcome.changed} task(s) would change; nothing was changed")

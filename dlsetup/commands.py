@@ -51,8 +51,8 @@ from dlsetup.plan.request import request_from_facts, request_offline
 from dlsetup.plan.resolve import resolve_stack
 from dlsetup.plan.schema import Gpu
 from dlsetup.plan.sources import sources_from_inventory, validate_sources
+from dlsetup.run import converged, runner
 from dlsetup.run import inventory as ansible_inventory
-from dlsetup.run import runner
 from dlsetup.verify import suite_runner
 from dlsetup.verify.expect import Expectations, merge, parse_expect_flags
 from dlsetup.verify.report import HostReport, VerifyReport, host_report_dict
@@ -189,14 +189,38 @@ class HostPlan:
     plan: Plan
     drift: Drift = field(default_factory=lambda: Drift(None))
     plan_changes: list[str] = field(default_factory=list)
+    # provision: what the run is asked to do and what to read back ({fingerprint, spec}), and whether the host is
+    # still as the last provision left it (dlsetup.run.converged)
+    converge: dict[str, Any] | None = None
+    convergence: converged.Convergence | None = None
 
     def host_vars(self, tags: Sequence[str] = ()) -> dict[str, Any]:
         """The host variables of the run: the plan's role variables and the record the run leaves behind (which
         says which roles ran, when ``tags`` chose some)."""
         plan_json = self.plan.to_dict()
-        roles = [t.split("::", 1)[1] for t in tags if t.startswith("role::") and t != "role::state"]
-        record = HostRecord.of(self.facts, plan_json, roles)
+        record = HostRecord.of(self.facts, plan_json, _roles_of(tags), self.converge)
         return {**self.plan.to_extravars(), "dlsetup_state": record.to_dict()}
+
+    def converges(
+        self,
+        tags: Sequence[str],
+        extravars: Mapping[str, Any] | None,
+        inventory_vars: Mapping[str, Any],
+        recorded: Mapping[str, Any] | None,
+        probe_now: Mapping[str, Any] | None,
+    ) -> None:
+        """Work out this run's fingerprint and spec, and compare them with what the last provision recorded."""
+        role_vars = self.plan.to_extravars()
+        gpus = HostRecord.of(self.facts, None).to_dict()["gpus"]
+        self.converge = {
+            "fingerprint": converged.fingerprint(role_vars, gpus, _roles_of(tags), extravars, inventory_vars),
+            "spec": converged.spec({**role_vars, **dict(extravars or {})}, inventory_vars),
+        }
+        self.convergence = converged.compare(recorded, self.converge["fingerprint"], probe_now)
+
+
+def _roles_of(tags: Sequence[str]) -> list[str]:
+    return [t.split("::", 1)[1] for t in tags if t.startswith("role::") and t != "role::state"]
 
 
 def plan_hosts(
@@ -298,6 +322,12 @@ class ProvisionRequest:
     expectations: dict[str, Expectations]
     # --accept-hardware: each host's new dlsetup_expect and where it went
     accepted: dict[str, accept_hw.Accepted] = field(default_factory=dict)
+    # the hardware baseline of each host, as gathered (verify compares a converged host with it)
+    baselines: dict[str, HardwareBaseline] = field(default_factory=dict)
+
+    @property
+    def all_converged(self) -> bool:
+        return all(p.convergence is not None and p.convergence.converged for p in self.plans.values())
 
 
 def accept_hardware(
@@ -332,6 +362,7 @@ def prepare_provision(
     junit_xml: Path | None = None,
     accept: bool = False,
     on_event: EventCallback | None = None,
+    extravars: Mapping[str, Any] | None = None,
 ) -> ProvisionRequest:
     """Targets, pins, sources, expectations, facts and plans; any problem is raised before a host is touched.
     With ``accept`` (``--accept-hardware``) each host's expectations are rewritten to its hardware now."""
@@ -347,10 +378,27 @@ def prepare_provision(
     if errors:
         name, problem = next(iter(errors.items()))
         raise problem.about_host(name, "; nothing was changed")
+    compare_converged(targets, gathered, plans, tags, extravars)
     accepted: dict[str, accept_hw.Accepted] = {}
     if accept:
         accepted, expectations = accept_hardware(targets, gathered.facts, expect_flags)
-    return ProvisionRequest(targets, plans, expectations, accepted)
+    return ProvisionRequest(targets, plans, expectations, accepted, dict(gathered.baselines))
+
+
+def compare_converged(
+    targets: TargetSet,
+    gathered: gather.GatherResult,
+    plans: Mapping[str, HostPlan],
+    tags: Sequence[str],
+    extravars: Mapping[str, Any] | None,
+) -> None:
+    """Give each plan this run's fingerprint and spec, and whether its host is still as its last provision left
+    it (what the facts step probed against the record it read)."""
+    for name, host_plan in plans.items():
+        previous = gathered.previous.get(name)
+        host_plan.converges(
+            tags, extravars, targets.hostvars(name), previous.converged if previous else None, gathered.probes.get(name)
+        )
 
 
 def known_tags() -> list[str]:
@@ -443,6 +491,8 @@ class ProvisionOutcome:
     preflight_failure: PreflightError | None = None
     # hosts whose verify passed and whose hardware baseline was (re)written: name -> the baseline
     baselines: dict[str, HardwareBaseline] = field(default_factory=dict)
+    # hosts left out of the run: still as their last provision left them
+    converged: list[str] = field(default_factory=list)
 
     @property
     def changed(self) -> int:
@@ -490,6 +540,8 @@ class ProvisionOutcome:
                 "reboot_required": name in self.reboot_required,
                 "verify": host_report_dict(report.hosts[name]) if report is not None and name in report.hosts else None,
                 "baseline_recorded": name in self.baselines,
+                "converged": name in self.converged,
+                "convergence": host_plan.convergence.reason if host_plan.convergence else None,
             }
         failure = self.failure
         return {
@@ -515,38 +567,53 @@ def provision(
     become_password: str | None = None,
     accepted: Sequence[str] = (),
     extravars: Mapping[str, Any] | None = None,
+    full: bool = False,
+    baselines: Mapping[str, HardwareBaseline] | None = None,
 ) -> ProvisionOutcome:
     """Check each host's sources (preflight); apply each host's plan with site.yml; then verify (unless check mode
     or the run failed) against the expectations and each host's hardware baseline (not for the ``accepted``
-    hosts, whose expectations follow their hardware now); record the hardware of every host that passed."""
+    hosts, whose expectations follow their hardware now); record the hardware of every host that passed.
+
+    A host still in the state its last provision converged to (``HostPlan.convergence``) is left out of the
+    preflight and the run, unless ``full``; its facts, just gathered, are the ones verify checks."""
+    pending = [n for n, p in plans.items() if full or p.convergence is None or not p.convergence.converged]
     preflight_failure: PreflightError | None = None
-    try:
-        preflight(targets, plans, tags=tags, on_event=on_event, become_password=become_password)
-    except PreflightError as exc:
-        if not check:
-            raise
-        # a check run changes nothing either way: it goes on, so the user sees the whole dry run, and ends with
-        # the preflight's exit code
-        preflight_failure = exc
-    run = runner.run_playbook(
-        "site.yml",
-        targets,
-        extravars=extravars,
-        host_extravars={name: host_plan.host_vars(tags) for name, host_plan in plans.items()},
-        check=check,
-        diff=diff,
-        tags=tags,
-        on_event=on_event,
-        kind="check" if check else "provision",
-        become_password=become_password,
-    )
+    if pending:
+        try:
+            preflight(targets.subset(pending), {n: plans[n] for n in pending}, tags=tags, on_event=on_event,
+                      become_password=become_password)  # fmt: skip
+        except PreflightError as exc:
+            if not check:
+                raise
+            # a check run changes nothing either way: it goes on, so the user sees the whole dry run, and ends
+            # with the preflight's exit code
+            preflight_failure = exc
+        run = runner.run_playbook(
+            "site.yml",
+            targets.subset(pending),
+            extravars=extravars,
+            host_extravars={name: plans[name].host_vars(tags) for name in pending},
+            check=check,
+            diff=diff,
+            tags=tags,
+            on_event=on_event,
+            kind="check" if check else "provision",
+            become_password=become_password,
+        )
+    else:
+        run = runner.RunResult("successful", 0, runner.new_run_dir("converged"))
     reboot = [n for n in plans if run.fact(n, "dlsetup_reboot_required")]
-    outcome = ProvisionOutcome(run, reboot, check, preflight_failure=preflight_failure)
+    outcome = ProvisionOutcome(run, reboot, check, preflight_failure=preflight_failure, converged=[
+        n for n in plans if n not in pending])  # fmt: skip
     ok = all(not s.failures and not s.unreachable for s in run.stats.values()) and run.status == "successful"
     if ok and not check and run_verify and not reboot:
-        verified = verify_hosts(
-            targets, {n: p.facts for n, p in plans.items()}, expectations, run, junit_xml=junit_xml, accepted=accepted
-        )
+        facts = {n: p.facts for n, p in plans.items()}
+        if pending:  # the run may have changed what the facts read (a driver that loads now): read them again
+            verified = verify_hosts(targets, facts, expectations, run, junit_xml=junit_xml, accepted=accepted)
+        else:
+            verified = verify_hosts(
+                targets, facts, expectations, junit_xml=junit_xml, accepted=accepted, baselines=baselines
+            )
         outcome.verify_report = verified.report
         # a host whose run changed something may have a new framework build: the older ones can go once it verified
         ran_dl_stack = not tags or "role::dl_stack" in tags

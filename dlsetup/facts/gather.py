@@ -7,6 +7,7 @@ import base64
 import binascii
 import json
 from dataclasses import dataclass, field
+from typing import Any
 
 from dlsetup.config.targets import TargetSet
 from dlsetup.errors import DlsetupError
@@ -16,6 +17,7 @@ from dlsetup.facts.record import HostRecord
 from dlsetup.run import runner
 
 FACTS_ACTION = "dlsetup_hw_facts"
+PROBE_ACTION = "dlsetup_converged"
 # the names of facts.yml's slurp tasks
 RECORD_TASK = "Read the state of the last provision (hardware and plan then)"
 BASELINE_TASK = "Read the hardware baseline"
@@ -34,6 +36,8 @@ class GatherResult:
     baselines: dict[str, HardwareBaseline] = field(default_factory=dict)
     # the hosts of ``errors`` that were reached, where the facts module failed (not unreachable)
     failed: frozenset[str] = frozenset()
+    # the converged state now, as the last provision's record says to read it (dlsetup.run.converged)
+    probes: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def gather(targets: TargetSet, on_event: runner.EventCallback | None = None) -> GatherResult:
@@ -61,7 +65,13 @@ def gather(targets: TargetSet, on_event: runner.EventCallback | None = None) -> 
             failed.add(name)
     previous = {name: record for name in facts if (record := _previous_record(run, name)) is not None}
     baselines = {name: found for name in facts if (found := _baseline(run, name, previous.get(name))) is not None}
-    return GatherResult(facts, errors, run, previous, baselines, frozenset(failed))
+    probes = {name: probe for name in facts if isinstance(probe := _probe(run, name), dict)}
+    return GatherResult(facts, errors, run, previous, baselines, frozenset(failed), probes)
+
+
+def _probe(run: runner.RunResult, host: str) -> object:
+    results = run.task_results(host, PROBE_ACTION)
+    return results[-1].get("probe") if results else None
 
 
 def _slurped(run: runner.RunResult, host: str, task: str) -> object:

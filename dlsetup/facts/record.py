@@ -43,9 +43,18 @@ class HostRecord:
     # the roles the provision ran (``--tags role::nvidia_driver,...``); empty: every role of site.yml. Verify
     # expects only the parts of the plan these roles applied.
     roles: tuple[str, ...] = ()
+    # what the run was asked to do and what to read back ({fingerprint, spec}), and, added on the host at the end
+    # of the run, what it read ({probe}): dlsetup.run.converged
+    converged: dict[str, JsonValue] | None = Field(default=None)
 
     @classmethod
-    def of(cls, facts: HostFacts, plan: Mapping[str, Any] | None, roles: Sequence[str] = ()) -> HostRecord:
+    def of(
+        cls,
+        facts: HostFacts,
+        plan: Mapping[str, Any] | None,
+        roles: Sequence[str] = (),
+        converged: Mapping[str, Any] | None = None,
+    ) -> HostRecord:
         """The record of applying ``plan`` (by ``roles``, or all of them) to the host ``facts`` describe."""
         applied = {k: v for k, v in plan.items() if k != "reboot_required"} if plan is not None else None
         return cls(
@@ -54,6 +63,7 @@ class HostRecord:
             gpus=tuple(RecordedGpu(g.pci_bus_id, g.pci_id, g.subsystem_id) for g in facts.gpus),
             plan=applied,
             roles=tuple(roles),
+            converged=dict(converged) if converged is not None else None,
         )
 
     def applied(self, role: str) -> bool:

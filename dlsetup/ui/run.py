@@ -198,15 +198,21 @@ def skipped_summary(skipped: Iterable[tuple[str, str]], limit: int = 4) -> str:
     return f"{total} tasks: {', '.join(parts)}" + (f", and {rest} other roles" if rest > 0 else "")
 
 
-def render_run_summary(console: Console, run: RunResult, *, not_run: Sequence[str] = ()) -> None:
-    """The counts per host, what failed and where its output is, what was skipped and why, the log."""
-    table = Table(title="summary", show_edge=False)
-    for col in ("host", "ok", "changed", "failed", "skipped", "unreachable"):
-        table.add_column(col)
-    for host, stats in sorted(run.stats.items()):
-        table.add_row(host, str(stats.ok), str(stats.changed), str(stats.failures), str(stats.skipped),
-                      "yes" if stats.unreachable else "no")  # fmt: skip
-    console.print(table)
+def render_run_summary(
+    console: Console, run: RunResult, *, not_run: Sequence[str] = (), converged: Sequence[str] = ()
+) -> None:
+    """The counts per host, what failed and where its output is, what was skipped and why, the hosts left out
+    as converged, the log."""
+    if run.stats:
+        table = Table(title="summary", show_edge=False)
+        for col in ("host", "ok", "changed", "failed", "skipped", "unreachable"):
+            table.add_column(col)
+        for host, stats in sorted(run.stats.items()):
+            table.add_row(host, str(stats.ok), str(stats.changed), str(stats.failures), str(stats.skipped),
+                          "yes" if stats.unreachable else "no")  # fmt: skip
+        console.print(table)
+    if converged:
+        console.print(f"not run, converged (--full runs them): {show(', '.join(converged))}", soft_wrap=True)
     for host, tasks in run.failed_tasks.items():
         for failed in tasks:
             console.print(

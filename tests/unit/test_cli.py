@@ -574,6 +574,7 @@ def expected_host_vars(facts: dict[str, Any], roles: tuple[str, ...] = ()) -> di
     typed = HostFacts.from_dict(facts)
     plan = resolve_stack(request_from_facts(typed, {}))
     record = HostRecord.of(typed, plan.to_dict(), roles).to_dict()
+    record.pop("converged")
     return {**plan.to_extravars(), "dlsetup_plan": plan.to_dict(), "dlsetup_state": record}
 
 
@@ -588,7 +589,12 @@ def test_provision_check_mode(cli: Invoke, fake_runner: FakeRunner, stub_verify:
     site = fake_runner.call("site.yml")
     assert site.hosts == ["localhost"]
     # the record says which roles ran: verify expects only what they applied
-    assert site.kwargs["host_extravars"] == {"localhost": expected_host_vars(facts, ("base",))}
+    sent = site.kwargs["host_extravars"]["localhost"]
+    # what the run was asked (its fingerprint) and what to read back at its end (dlsetup.run.converged)
+    converged = sent["dlsetup_state"].pop("converged")
+    assert set(converged) == {"fingerprint", "spec"} and len(converged["fingerprint"]) == 64
+    assert "pciutils" in converged["spec"]["packages"] and "cuda-drivers-580" not in converged["spec"]["packages"]
+    assert sent == expected_host_vars(facts, ("base",))
     assert site.kwargs["host_extravars"]["localhost"]["dlsetup_state"]["roles"] == ["base"]
     assert site.kwargs["host_extravars"]["localhost"]["nvidia_driver_flavor"] == "proprietary"
     assert site.kwargs["check"] is True
@@ -1392,13 +1398,14 @@ def test_shell_completion(words: str, expected: list[str]) -> None:
     assert done.stdout.split() == expected
 
 
-@pytest.mark.parametrize("command", ["facts", "plan", "verify", "provision", "diff", "init", "gpus"])
-def test_help_shows_no_type_placeholders(cli: Invoke, command: str) -> None:
-    """A flag takes no value, so its help shows none (Typer's own display says '<bool>'; its -h/--help row, which
-    Typer makes, still does)."""
-    text = cli(command, "--help").stdout
-    rows = [line for line in text.split("Options", 1)[1].splitlines() if "Show this message" not in line]
-    assert not [line for line in rows if "<bool>" in line or "<str>" in line or "<list" in line]
+@pytest.mark.parametrize("command", [None, "facts", "plan", "verify", "provision", "diff", "init", "gpus"])
+def test_help_shows_no_type_placeholders(cli: Invoke, command: str | None) -> None:
+    """A flag takes no value and HOST is named already, so their help shows no type (Typer's own display says
+    '<bool>' and '<list[str]>', also on the -h/--help and --install-completion rows that Typer adds), and a counted
+    flag (-v) shows no default."""
+    text = cli(*([command] if command else []), "--help").stdout
+    assert "Show this message and exit." in text
+    assert not [line for line in text.splitlines() if re.search(r"<(bool|str|int|list)|\[default: 0\]", line)]
 
 
 def test_init_json(cli: Invoke, tmp_path: Path) -> None:
