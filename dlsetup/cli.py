@@ -776,6 +776,76 @@ def provision(
     _end(failure, json_done=as_json)
 
 
+@app.command(cls=_Command)
+@_exits
+def report(
+    hosts: Annotated[
+        list[str] | None,
+        typer.Argument(
+            metavar="HOST|FILE",
+            help="Hosts to report on (facts gathered now), or with --from-json the JSON documents to read (- for "
+            "stdin).",
+        ),
+    ] = None,
+    inventory: Inventory = None,
+    limit: Limit = None,
+    ask_vault_pass: AskVaultPass = False,
+    vault_password_file: VaultPasswordFile = [],  # noqa: B006
+    forks: Forks = None,
+    user: User = None,
+    verbose: Verbose = 0,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", metavar="FILE", help="Where to write the HTML page (required).")
+    ] = None,
+    from_json: Annotated[
+        bool,
+        typer.Option(
+            "--from-json",
+            metavar="",
+            help="The arguments are documents of facts, plan, verify, diff or provision --format json, merged per "
+            "host (a later file's part wins); nothing is run, no host is asked.",
+        ),
+    ] = False,
+    no_verify: Annotated[
+        bool,
+        typer.Option(
+            "--no-verify", metavar="", help="With HOSTs: do not run verify (no checks, no measured bandwidth)."
+        ),
+    ] = False,
+    load: Annotated[
+        bool, typer.Option("--load", metavar="", help="With HOSTs: verify requires PCIe readings under load.")
+    ] = False,
+    expect: Annotated[
+        list[str], typer.Option("--expect", metavar="KEY=VALUE", help="With HOSTs: KEY=VALUE expectation for verify.")
+    ] = [],  # noqa: B006
+    fmt: Format = "table",
+) -> None:
+    """Write one self-contained HTML page (printable, no script, no external resource): per host the machine, the
+    applied plan, the PCIe tree with each link's state, host-to-device bandwidth against the link's theoretical,
+    verify's checks and the hardware history. Read-only: with HOSTs it gathers facts and runs verify."""
+    as_json = _check_format(fmt)
+    result = commands.report_command(
+        _host_args(
+            hosts or [], inventory, limit, ask_vault_pass, vault_password_file, Connection(forks, user, verbose)
+        ),
+        output=output,
+        from_json=from_json,
+        run_verify=not no_verify,
+        load=load,
+        expect_flags=expect,
+    )
+    if as_json:
+        _json(result.to_dict())
+    else:
+        for page in result.pages:
+            gpus = "; ".join(f"{g.label} {g.model} ({g.bus_id}): link {g.state_text}" for g in page.gpus)
+            out.print(f"{escape(page.name)}: {page.verdict_text}; {escape(gpus) or 'no NVIDIA GPU'}")
+        out.print(f"wrote {escape(str(result.path))}")
+    for name, why in result.unreachable.items():
+        err.print(f"[bold red]error:[/bold red] {escape(name)}: {escape(why)}")
+    _end(result.failure)
+
+
 # Click's exceptions, which Typer vendors since 0.23 (typer._click) and re-exported before: found through the one
 # Typer exports, so neither layout is named
 _USAGE_ERROR = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")

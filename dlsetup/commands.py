@@ -11,17 +11,20 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import json
 import os
 import stat
+import sys
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from dlsetup import paths
+from dlsetup import __version__, paths
 from dlsetup.config import accept as accept_hw
 from dlsetup.config.flags import parse_key_values
 from dlsetup.config.targets import HostArgs, TargetSet, resolve_targets
@@ -38,6 +41,7 @@ from dlsetup.errors import (
 )
 from dlsetup.facts import gather
 from dlsetup.facts.baseline import HardwareBaseline, save_on_controller
+from dlsetup.facts.baseline import history as baseline_history
 from dlsetup.facts.drift import Drift, hardware_drift
 from dlsetup.facts.model import HostFacts
 from dlsetup.facts.record import HostRecord
@@ -51,8 +55,12 @@ from dlsetup.plan.request import request_from_facts, request_offline
 from dlsetup.plan.resolve import resolve_stack
 from dlsetup.plan.schema import Gpu
 from dlsetup.plan.sources import sources_from_inventory, validate_sources
+from dlsetup.report import documents as report_documents
+from dlsetup.report import page as report_page
+from dlsetup.report.build import HostPage, build_host
 from dlsetup.run import converged, runner
 from dlsetup.run import inventory as ansible_inventory
+from dlsetup.run.redact import Secrets
 from dlsetup.verify import suite_runner
 from dlsetup.verify.expect import Expectations, merge, parse_expect_flags
 from dlsetup.verify.report import HostReport, VerifyReport, host_report_dict
@@ -901,6 +909,178 @@ def diff_command(
     gathered = gather_facts(targets)
     plans, errors = plan_hosts(gathered, pins, sources)
     return DiffResult(plans, errors, dict(gathered.errors))
+
+
+# --- report -----------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ReportResult:
+    """``dlsetup report``: the page written, what it shows of each host, and the hosts whose facts could not be read
+    (the page says why)."""
+
+    path: Path
+    pages: tuple[HostPage, ...]
+    unreachable: dict[str, str] = field(default_factory=dict)
+    failed: frozenset[str] = frozenset()
+
+    @property
+    def hosts(self) -> list[str]:
+        return [p.name for p in self.pages]
+
+    def to_dict(self) -> dict[str, Any]:
+        """``report --format json``: where the page is and its hosts, in page order."""
+        payload: dict[str, Any] = {"report": str(self.path), "hosts": self.hosts}
+        if self.unreachable:
+            payload["errors"] = dict(self.unreachable)
+        return payload
+
+    @property
+    def failure(self) -> DlsetupError | None:
+        if not self.unreachable:
+            return None
+        kind = HostFailedError if all(n in self.failed for n in self.unreachable) else UnreachableError
+        return kind(f"no facts from {', '.join(self.unreachable)} (the report says why)", shown=True)
+
+
+def check_report_output(output: Path | None) -> Path:
+    """``-o FILE``: given, not a directory, in a directory that exists and can be written."""
+    if output is None:
+        raise ConfigError("give -o/--output FILE: where to write the report (an HTML file)")
+    if output.is_dir():
+        raise ConfigError(f"-o {output} is a directory: give a file name, e.g. {output / 'report.html'}")
+    if (output.exists() or output.is_symlink()) and not output.is_file():
+        raise ConfigError(f"-o {output} exists and is not a regular file")
+    parent = output.parent if str(output.parent) else Path(".")
+    if not parent.is_dir():
+        raise ConfigError(f"-o {output}: the directory {parent} does not exist")
+    why = _unwritable(parent)
+    if why is not None:
+        raise ConfigError(f"-o {output}: {parent} cannot be written ({why})")
+    return output
+
+
+def read_report_document(argument: str) -> report_documents.Document:
+    """One ``--from-json`` argument (a file, or ``-`` for stdin) as a recognised document; bad input otherwise."""
+    where = "stdin" if argument == "-" else argument
+    try:
+        if argument == "-":
+            text = sys.stdin.read()
+        else:
+            path = Path(argument)
+            if path.is_dir():
+                raise ConfigError(f"--from-json {argument} is a directory, not a JSON file")
+            text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"--from-json {argument} cannot be read ({exc.strerror or exc})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"--from-json {argument} is not UTF-8 text (a JSON document is)") from None
+    # a controller's history.jsonl (STATE_DIR/hosts/NAME/) names its host by its directory
+    host = Path(argument).resolve().parent.name if argument != "-" else None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        try:
+            lines = [json.loads(line) for line in text.splitlines() if line.strip()]
+        except json.JSONDecodeError:
+            lines = []
+        if len(lines) > 1:
+            return report_documents.recognise_history(lines, where, host)
+        detail = f"{exc.msg}, line {exc.lineno} column {exc.colno}"
+        raise ConfigError(f"--from-json {where} is not JSON ({detail})") from None
+    return report_documents.recognise(data, where, history_host=host)
+
+
+def _report_inputs_offline(
+    hosts: HostArgs, *, run_verify: bool, load: bool, expect_flags: Sequence[str]
+) -> dict[str, report_documents.HostInputs]:
+    if not hosts.hosts:
+        raise ConfigError("--from-json takes the JSON files to read as arguments (- for stdin)")
+    host_options = {"-i/--inventory": hosts.inventory is not None, "-l/--limit": hosts.limit is not None,
+                    "a vault option": bool(hosts.vault), "--no-verify": not run_verify, "--load": load,
+                    "--expect": bool(expect_flags)}  # fmt: skip
+    given = [option for option, there in host_options.items() if there]
+    if given:
+        raise ConfigError(f"{given[0]} is for HOSTs: with --from-json the arguments are JSON files")
+    return report_documents.merge([read_report_document(a) for a in hosts.hosts])
+
+
+def _report_inputs_live(
+    hosts: HostArgs, *, run_verify: bool, load: bool, expect_flags: Sequence[str]
+) -> tuple[dict[str, report_documents.HostInputs], gather.GatherResult, Secrets]:
+    check_output_paths(None)
+    targets = load_targets(hosts)
+    expectations = expectations_for(targets, expect_flags)
+    gathered = gather_facts(targets)
+    report = None
+    if run_verify and gathered.facts:
+        # read-only, as `dlsetup verify`: the hosts that gave no facts are reported unreachable there too
+        report = verify_hosts(targets, gathered.facts, expectations, load=load, lost=gathered.errors,
+                              baselines=gathered.baselines).report  # fmt: skip
+    state = runner.state_dir()
+    inputs = {
+        name: report_documents.live_inputs(
+            name,
+            facts=gathered.facts.get(name),
+            record=gathered.previous.get(name),
+            baseline=gathered.baselines.get(name),
+            verify=report.hosts.get(name) if report is not None else None,
+            history=baseline_history(state, name),
+            problem=gathered.errors.get(name),
+        )
+        for name in targets.names
+    }
+    secrets = Secrets.collect(dict(os.environ), *(targets.hostvars(n) for n in targets.names))
+    return inputs, gathered, secrets
+
+
+def write_report(output: Path, html: str) -> None:
+    """Write the page in one step (a reader never sees half of it), readable as any file the user makes."""
+    tmp = output.with_name(f".{output.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(html)
+        tmp.replace(output)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def report_command(
+    hosts: HostArgs,
+    *,
+    output: Path | None,
+    from_json: bool = False,
+    run_verify: bool = True,
+    load: bool = False,
+    expect_flags: Sequence[str] = (),
+) -> ReportResult:
+    """Write the HTML report of HOSTs (facts gathered now, the plan their record holds, verify run now unless
+    ``run_verify`` is False, their drift and the controller's baseline history) or, with ``from_json``, of the
+    JSON documents the arguments name (offline). Every input problem is raised before anything runs."""
+    output = check_report_output(output)
+    expect_flags = list(expect_flags)
+    if from_json:
+        inputs = _report_inputs_offline(hosts, run_verify=run_verify, load=load, expect_flags=expect_flags)
+        unreachable: dict[str, str] = {}
+        failed: frozenset[str] = frozenset()
+        secrets = Secrets.collect(dict(os.environ))
+        read_from = tuple("stdin" if a == "-" else a for a in hosts.hosts)
+    else:
+        if not hosts.hosts:
+            raise ConfigError("give HOST(s) to report on, or --from-json FILE... to report from JSON documents")
+        parse_expect_flags(expect_flags)  # bad input before any host is asked
+        inputs, gathered, secrets = _report_inputs_live(hosts, run_verify=run_verify, load=load,
+                                                        expect_flags=expect_flags)  # fmt: skip
+        unreachable, failed = dict(gathered.errors), gathered.failed
+        verified = " and verify run on them" if run_verify else ""
+        read_from = (f"the facts gathered from {', '.join(inputs)} now{verified}",)
+    pages = tuple(build_host(host, i, live=not from_json) for i, host in enumerate(inputs.values()))
+    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    html = report_page.render(report_page.ReportPage(pages, stamp, f"dlsetup {__version__}", read_from))
+    write_report(output, secrets.scrub(html))
+    return ReportResult(output, pages, unreachable, failed)
 
 
 # --- init -------------------------------------------------------------------------------------------------------

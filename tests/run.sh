@@ -12,7 +12,7 @@ fi
 "$VENV/bin/python" -m pip install -q --upgrade pip
 "$VENV/bin/python" -m pip install -q -e '.[dev]'
 
-# System tools for the integration layer (Debian/Ubuntu machine, as root).
+# System tools for the integration layer and the browser test (Debian/Ubuntu machine, as root).
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     need=()
     command -v mmdebstrap >/dev/null || need+=(mmdebstrap)
@@ -23,6 +23,8 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     command -v gpg >/dev/null || need+=(gpg)
     command -v gpgconf >/dev/null || need+=(gpgconf)
     command -v dpkg-deb >/dev/null || need+=(dpkg)
+    # dlsetup report's page rendered in a real browser (tests/modules/test_report_browser.py)
+    command -v chromium >/dev/null || need+=(chromium)
     if [ ${#need[@]} -gt 0 ]; then
         apt-get update -q
         DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need[@]}"

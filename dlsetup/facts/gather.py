@@ -13,6 +13,7 @@ from dlsetup.config.targets import TargetSet
 from dlsetup.errors import DlsetupError
 from dlsetup.facts.baseline import HardwareBaseline, load_from_controller
 from dlsetup.facts.model import HostFacts
+from dlsetup.facts.pcie import explain_pcie
 from dlsetup.facts.record import HostRecord
 from dlsetup.run import runner
 
@@ -59,7 +60,7 @@ def gather(targets: TargetSet, on_event: runner.EventCallback | None = None) -> 
             continue
         raw = (results[-1].get("ansible_facts") or {}).get("dlsetup_hw")
         try:
-            facts[name] = HostFacts.from_dict(raw)
+            facts[name] = explain_pcie(HostFacts.from_dict(raw))
         except DlsetupError as exc:
             errors[name] = f"facts malformed: {exc}"
             failed.add(name)

@@ -8,6 +8,7 @@ stage (plan, drift, verify, rendering) reads these models, never the raw dict. P
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, Literal
 
@@ -97,6 +98,45 @@ class PcieLink:
     slot_width_max: Count | None
 
 
+HopKind = Literal["root_port", "switch_upstream", "switch_downstream"]
+AttachedTo = Literal["cpu", "chipset", "unknown"]
+
+
+@dataclass(frozen=True, config=_STRICT)
+class PcieHop:
+    """One bridge between the root complex and a GPU: the root port, a switch's upstream or downstream port."""
+
+    address: BusId
+    pci_id: PciId | None
+    name: Text | None
+    kind: HopKind
+    gen_current: Count | None
+    gen_max: Count | None
+    width_current: Count | None
+    width_max: Count | None
+
+
+@dataclass(frozen=True, config=_STRICT)
+class PcieAttach:
+    """Where a GPU's lanes come from: the CPU's root ports or the chipset's, by which rule of
+    ``hwparse.pcie.ATTACH_RULES`` and its source."""
+
+    to: AttachedTo
+    root_port: BusId | None
+    rule: Text
+    source: Text
+
+
+@dataclass(frozen=True, config=_STRICT)
+class PcieShared:
+    """A root port or switch that more than one GPU sits behind (their traffic shares its uplink; peer-to-peer
+    between them stays below it)."""
+
+    via: BusId
+    kind: Literal["root_port", "switch"]
+    gpus: tuple[BusId, ...]
+
+
 @dataclass(frozen=True, config=_STRICT)
 class GpuFacts:
     index: Count | None
@@ -113,6 +153,10 @@ class GpuFacts:
     visible_to_driver: Flag
     pcie: PcieLink
     source: GpuSource = "pci"
+    # the bridges above the GPU, root port first, and where its lanes come from; absent from the JSON when
+    # unknown (a GPU only nvidia-smi lists, facts from before dlsetup read them)
+    pcie_path: tuple[PcieHop, ...] = ()
+    pcie_attach: PcieAttach | None = None
 
     @property
     def on_pci(self) -> bool:
@@ -159,6 +203,8 @@ class HostFacts:
     gpus: tuple[GpuFacts, ...]
     driver: DriverState
     warnings: tuple[Text, ...]
+    # the root ports and switches that more than one GPU sits behind; absent from the JSON when none
+    pcie_shared: tuple[PcieShared, ...] = ()
 
     @classmethod
     def from_dict(cls, data: object) -> HostFacts:
@@ -171,8 +217,9 @@ class HostFacts:
     def to_dict(self) -> dict[str, Any]:
         """The stable Facts JSON host object (key order as documented).
 
-        The only keys with defaults (a GPU's ``source``, ``machine.virtualization_evidence``) are left out when they
-        hold them, as the facts module leaves them out: documents from before they existed read back unchanged.
+        The keys with defaults (a GPU's ``source``, ``pcie_path`` and ``pcie_attach``,
+        ``machine.virtualization_evidence``, ``pcie_shared``) are left out when they hold them, as the facts module
+        leaves them out: documents from before they existed read back unchanged.
         """
         dumped: dict[str, Any] = _HOST.dump_python(self, mode="json", exclude_defaults=True)
         return dumped
@@ -200,6 +247,8 @@ class FactsDocument:
     """The whole ``dlsetup facts --format json`` document: ``{"hosts": {NAME: host object}}``."""
 
     hosts: dict[str, HostFacts]
+    # why a host gave no facts (unreachable, the module failed); absent when every host did
+    errors: dict[str, Text] = dataclasses.field(default_factory=dict)
 
 
 _DOCUMENT: TypeAdapter[FactsDocument] = TypeAdapter(FactsDocument)

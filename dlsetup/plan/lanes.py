@@ -9,6 +9,7 @@ its card, at the older of the two generations.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
@@ -81,6 +82,20 @@ class CpuCatalogue(_Row):
     def per_lane(self, gen: int) -> float:
         return next(g.gbps_per_lane for g in self.pcie_generations if g.gen == gen)
 
+    def match_model(self, model: str | None) -> Cpu | None:
+        """The CPU a host's ``/proc/cpuinfo`` model names (``Intel(R) Core(TM) i7-6700K CPU @ 4.00GHz``, ``AMD Ryzen
+        Threadripper 1950X 16-Core Processor``): a listed name or alias as whole words of it; ``None`` when no row
+        is (a ``7950X3D`` is not a ``7950X``: never guessed)."""
+        if not model:
+            return None
+        words = _words(model)
+        for cpu in self.cpus:
+            for name in (cpu.name, *cpu.aliases):
+                wanted = _words(name)
+                if any(words[i : i + len(wanted)] == wanted for i in range(len(words) - len(wanted) + 1)):
+                    return cpu
+        return None
+
     def find(self, text: str) -> Cpu:
         """A CPU by its name or an alias (case and spaces aside); an unknown one is bad input, not a guess."""
         wanted = " ".join(text.lower().replace("intel", "").replace("amd", "").split())
@@ -91,6 +106,12 @@ class CpuCatalogue(_Row):
             f"unknown CPU {text!r}: dlsetup's CPU catalogue has {', '.join(c.name for c in self.cpus)}",
             hint="a CPU that is not listed is not guessed; its lanes are in the vendor's specifications",
         )
+
+
+def _words(text: str) -> list[str]:
+    """Lower-case words, the trademark signs and the vendors' filler words dropped."""
+    text = re.sub(r"\((?:r|tm|c)\)", " ", text.lower())
+    return [w for w in text.replace("@", " ").split() if w not in ("intel", "amd", "cpu", "processor")]
 
 
 @cache

@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
-from dlsetup.facts.model import HostFacts
+from dlsetup.facts.model import HostFacts, PcieHop
 from dlsetup.ui.text import show
 
 # Why a GPU nvidia-smi lists is not on PCI, by the machine's virtualization.
@@ -45,7 +45,19 @@ def render_facts(console: Console, name: str, facts: HostFacts) -> None:
         console.print("GPUs     [bold]no NVIDIA GPU[/bold] on PCI")
     else:
         table = Table(show_edge=False, pad_edge=False)
-        for col in ("#", "bus id", "pci id", "name", "memory", "CC", "gen cur/max", "width cur/max/slot", "driver"):
+        columns = (
+            "#",
+            "bus id",
+            "pci id",
+            "name",
+            "memory",
+            "CC",
+            "gen cur/max",
+            "width cur/max/slot",
+            "lanes",
+            "driver",
+        )
+        for col in columns:
             table.add_column(col)
         for gpu in facts.gpus:
             pcie = gpu.pcie
@@ -58,9 +70,11 @@ def render_facts(console: Console, name: str, facts: HostFacts) -> None:
                 show(gpu.compute_capability),
                 f"{show(pcie.gen_current)}/{show(pcie.gen_max)}",
                 f"x{show(pcie.width_current)}/x{show(pcie.width_max)}/x{show(pcie.slot_width_max)}",
+                show(gpu.pcie_attach.to if gpu.pcie_attach else None),
                 show(gpu.kernel_driver),
             )
         console.print(table)
+        render_pcie_tree(console, facts)
         if facts.gpus_off_pci:
             why = OFF_PCI_WHY.get(machine.virtualization or "", "PCI does not show them")
             console.print(f"         * listed by nvidia-smi, not on PCI: {show(why)}")
@@ -85,6 +99,26 @@ def render_facts(console: Console, name: str, facts: HostFacts) -> None:
             console.print(f"         hint: {show(error.hint)}")
     for warning in facts.warnings:
         console.print(f"[yellow]warning[/yellow]  {show(warning)}")
+
+
+_HOP = {"root_port": "root port", "switch_upstream": "switch", "switch_downstream": "port"}
+
+
+def _hop(hop: PcieHop) -> str:
+    name = f" ({hop.name})" if hop.name and hop.kind != "switch_downstream" else ""
+    return f"{_HOP[hop.kind]} {hop.address}{name} x{show(hop.width_current)}/x{show(hop.width_max)}"
+
+
+def render_pcie_tree(console: Console, facts: HostFacts) -> None:
+    """Each GPU's chain of bridges, root port first, and what more than one GPU shares."""
+    for gpu in facts.gpus:
+        if not gpu.pcie_path:
+            continue
+        hops = " > ".join(_hop(hop) for hop in gpu.pcie_path)
+        console.print(f"PCIe     {show(hops)} > {gpu.pci_bus_id}")
+    for group in facts.pcie_shared:
+        what = "switch" if group.kind == "switch" else "root port"
+        console.print(f"Shared   {what} {group.via}: {', '.join(group.gpus)}")
 
 
 def render_host_error(console: Console, name: str, reason: str) -> None:

@@ -17,6 +17,8 @@ from pydantic.dataclasses import dataclass
 from dlsetup.facts.baseline import HardwareBaseline
 from dlsetup.facts.hwparse.common import driver_major, normalize_bus_id
 from dlsetup.facts.model import GpuFacts, HostFacts, PcieLink
+from dlsetup.facts.pcie import rule_of, shared_with
+from dlsetup.plan.lanes import Cpu, load_cpus
 from dlsetup.verify.expect import FROM_BASELINE, FROM_PCI, Expectations
 from dlsetup.verify.probes import JaxProbe, TorchDevice, TorchProbe
 
@@ -166,8 +168,58 @@ def check_gpu_memory(facts: HostFacts, expect: Expectations) -> CheckResult:
     return CheckResult("gpu.memory", "pass", minimum, actual, f">= {minimum} MiB on every GPU")
 
 
-def width_diagnosis(pcie: PcieLink) -> str | None:
-    """Why a link runs narrower than the GPU can: the slot's lanes, or a link that trained down."""
+def host_cpu(facts: HostFacts) -> Cpu | None:
+    """The host's CPU in dlsetup's CPU catalogue (``plan/data/cpus.yaml``), ``None`` when it is not listed."""
+    return load_cpus().match_model(facts.cpu.model)
+
+
+def _cpu_ports(facts: HostFacts) -> list[str]:
+    """The CPU root ports the GPUs sit behind (GPUs behind one switch share one)."""
+    ports = {g.pcie_attach.root_port for g in facts.gpus if g.pcie_attach and g.pcie_attach.to == "cpu"}
+    return sorted(p for p in ports if p)
+
+
+def lane_budget(facts: HostFacts, gpu: GpuFacts) -> str | None:
+    """Where the lanes of a GPU in a narrow slot went, from where they come (``pcie_attach``) and the CPU
+    catalogue: the chipset's uplink, or the CPU's lanes split between the slots in use; ``None`` when where the
+    lanes come from is not known."""
+    attach = gpu.pcie_attach
+    if attach is None or attach.to == "unknown":
+        return None
+    cpu = host_cpu(facts)
+    slot = gpu.pcie.slot_width_max
+    if attach.to == "chipset":
+        width = f"x{slot} " if slot else ""
+        if cpu is None:
+            return (
+                f"it hangs off the chipset ({width}behind the chipset's link to the CPU, shared with every disk and "
+                f"NIC; root port {attach.root_port}): move it to a CPU slot"
+            )
+        data = load_cpus()
+        link = next(c for c in data.chipset_links if c.name == cpu.chipset_link)
+        uplink = link.width * data.per_lane(link.gen)
+        return (
+            f"it hangs off the chipset ({width}behind {link.name}, about {uplink:.1f} GB/s shared with every disk and "
+            f"NIC; root port {attach.root_port}): move it to a CPU slot"
+        )
+    if cpu is None:
+        model = facts.cpu.model or "the CPU"
+        return (
+            f"its lanes come from the CPU (root port {attach.root_port}), but {model} is not in dlsetup's CPU "
+            "catalogue, so its lane budget is not known: the board's manual says how it splits the CPU's lanes"
+        )
+    ports = _cpu_ports(facts)
+    if cpu.lanes < 16 * len(ports):
+        return f"the {cpu.name}'s {cpu.lanes} lanes are split between {len(ports)} slots"
+    return (
+        f"the {cpu.name} has {cpu.lanes} lanes, enough for x16 in each of the {len(ports)} slots in use: the "
+        f"board wires this slot x{slot}; a slot wired x16 gives the GPU more"
+    )
+
+
+def width_diagnosis(pcie: PcieLink, budget: str | None = None) -> str | None:
+    """Why a link runs narrower than the GPU can: the slot's lanes (``budget`` says where they went, when that is
+    known), or a link that trained down."""
     current, gpu_max, slot_max = pcie.width_current, pcie.width_max, pcie.slot_width_max
     if current is None or gpu_max is None or current >= gpu_max:
         return None
@@ -177,6 +229,8 @@ def width_diagnosis(pcie: PcieLink) -> str | None:
                 f"link trained down to x{current}: the slot gives x{slot_max} (itself below the GPU's x{gpu_max})"
                 " and the link runs below even that (reseat the card, check the riser, clean the contacts)"
             )
+        if budget:
+            return f"the slot gives only x{slot_max} while the GPU can do x{gpu_max}: {budget}"
         return (
             f"the slot gives only x{slot_max} (upstream port maximum) while the GPU can do x{gpu_max}: the CPU's "
             "lane budget or the board's slot wiring/bifurcation, not a fault of the card"
@@ -203,7 +257,7 @@ def check_pcie_width(facts: HostFacts, expect: Expectations, baseline: HardwareB
     warnings: list[str] = []
     for gpu in gpus:
         current = gpu.pcie.width_current or 0
-        why = width_diagnosis(gpu.pcie)
+        why = width_diagnosis(gpu.pcie, lane_budget(facts, gpu))
         before = baseline.gpu(gpu.pci_bus_id) if baseline is not None else None
         was = before.width_current if before is not None and before.pci_id in (None, gpu.pci_id) else None
         had = f" (the baseline had x{was})" if was else ""
@@ -224,6 +278,69 @@ def check_pcie_width(facts: HostFacts, expect: Expectations, baseline: HardwareB
     return CheckResult(
         "gpu.pcie_width", "pass", expect.pcie_width_min, actual, "every GPU runs at the width its slot allows"
     )
+
+
+def _sharing(facts: HostFacts, gpu: GpuFacts) -> str:
+    """`` (shares switch 0000:03:00.0 with GPU 1 (...))``: the uplink its traffic shares; empty when none."""
+    parts = []
+    for group, others in shared_with(facts, gpu):
+        what = "switch" if group.kind == "switch" else "root port"
+        parts.append(f"shares {what} {group.via} with {', '.join(o.label for o in others)}")
+    return f" ({'; '.join(parts)})" if parts else ""
+
+
+def check_pcie_lane_source(facts: HostFacts, expect: Expectations) -> CheckResult:
+    """Where each GPU's lanes come from (``pcie_attach``). A GPU on the chipset's lanes fails when
+    ``pcie_lane_source: cpu`` is expected, and warns without it when its slot is narrower than the GPU (the chipset
+    costs it lanes); a GPU whose lanes' origin is unknown is skipped."""
+    wanted = expect.pcie_lane_source
+    gpus = [g for g in facts.gpus if g.pcie_attach is not None]
+    if not gpus:
+        return CheckResult("gpu.pcie_lane_source", "skip", wanted, None, "no NVIDIA GPU on PCI")
+    actual = [g.pcie_attach.to for g in gpus if g.pcie_attach]
+    failures: list[str] = []
+    warnings: list[str] = []
+    known: list[str] = []
+    for gpu in gpus:
+        attach = gpu.pcie_attach
+        assert attach is not None
+        if attach.to == "unknown":
+            continue
+        rule = rule_of(attach.rule)
+        because = f" ({rule.when})" if rule else ""
+        if attach.to == "chipset":
+            budget = lane_budget(facts, gpu) or "it hangs off the chipset: move it to a CPU slot"
+            text = f"{gpu.label}: {budget}{because}"
+            slot, most = gpu.pcie.slot_width_max, gpu.pcie.width_max
+            if wanted == "cpu":
+                failures.append(text)
+            elif wanted is None and slot is not None and most is not None and slot < most:
+                warnings.append(text)
+            else:
+                known.append(f"{gpu.label} on the chipset's lanes{_sharing(facts, gpu)}")
+        elif wanted == "chipset":
+            failures.append(
+                f"{gpu.label} sits on the CPU's lanes (root port {attach.root_port}), expected the chipset's"
+            )
+        else:
+            known.append(f"{gpu.label} on the CPU's lanes (root port {attach.root_port}){_sharing(facts, gpu)}")
+    if failures:
+        return CheckResult("gpu.pcie_lane_source", "fail", wanted, actual, "; ".join(failures))
+    if warnings:
+        return CheckResult("gpu.pcie_lane_source", "warn", wanted, actual, "; ".join(warnings))
+    if not known:
+        rootless = all(g.pcie_attach and g.pcie_attach.root_port is None for g in gpus)
+        why = (
+            "not checked: no root port above the GPUs (on the root complex itself, as in a VM): where their lanes "
+            "come from is not visible"
+            if rootless
+            else "not checked: no rule of dlsetup's places the GPUs' root ports (pci.ids names them not, or not as "
+            "a CPU's or a chipset's port): not guessed"
+        )
+        return CheckResult("gpu.pcie_lane_source", "skip", wanted, actual, why)
+    unknown = [g.label for g in gpus if g.pcie_attach and g.pcie_attach.to == "unknown"]
+    rest = f"; not known for {', '.join(unknown)}" if unknown else ""
+    return CheckResult("gpu.pcie_lane_source", "pass", wanted, actual, "; ".join(known) + rest)
 
 
 def _achievable_gen(pcie: PcieLink) -> int | None:
@@ -607,6 +724,7 @@ CHECK_IDS = (
     "gpu.memory",
     "gpu.pcie_width",
     "gpu.pcie_gen",
+    "gpu.pcie_lane_source",
     "driver.loaded",
     "driver.branch",
     "driver.flavor",
@@ -631,6 +749,7 @@ EXPECTATION_OF = {
     "gpu.memory": "gpu_memory_min_mib",
     "gpu.pcie_width": "pcie_width_min",
     "gpu.pcie_gen": "pcie_gen_min",
+    "gpu.pcie_lane_source": "pcie_lane_source",
     "driver.branch": "driver_branch",
     "driver.flavor": "driver_flavor",
     "driver.cuda": "cuda_version",
@@ -695,6 +814,7 @@ def evaluate(
         check_gpu_memory(facts, expect),
         check_pcie_width(facts, expect, baseline),
         check_pcie_gen_probed(facts, expect, torch_probe, load_required, baseline),
+        check_pcie_lane_source(facts, expect),
         check_driver_loaded(facts),
         check_driver_branch(facts, expect),
         check_driver_flavor(facts, expect),

@@ -17,6 +17,7 @@ from dlsetup.errors import ConfigError
 
 FRAMEWORKS = ("pytorch", "jax", "none")
 FLAVORS = ("open", "proprietary")
+LANE_SOURCES = ("cpu", "chipset")
 PCIE_WIDTHS = (1, 2, 4, 8, 12, 16, 32)
 _VERSION = re.compile(r"^\d+\.\d+$")
 _BRANCH = re.compile(r"^\d{3}$")
@@ -41,6 +42,8 @@ class Expectations:
     gpu_memory_min_mib: int | None = None
     pcie_width_min: int | None = None
     pcie_gen_min: int | None = None
+    # where every GPU's lanes come from: "cpu" (a chipset-wired GPU fails) or "chipset"
+    pcie_lane_source: str | None = None
     memory_min_mib: int | None = None
     root_disk_ssd: bool | None = None
     driver_branch: str | None = None
@@ -139,6 +142,11 @@ def _coerce(key: str, value: Any) -> Any:
         text = str(value).strip().lower()
         if isinstance(value, bool) or not _VARIANT.match(text):
             raise ValueError(f"{key} must be a wheel variant such as cu130 or cpu, got {value!r}")
+        return text
+    if key == "pcie_lane_source":
+        text = str(value).strip().lower()
+        if isinstance(value, bool) or text not in LANE_SOURCES:
+            raise ValueError(f"{key} must be one of {', '.join(LANE_SOURCES)}, got {value!r}")
         return text
     if key == "driver_flavor":
         text = str(value).strip().lower()

@@ -18,11 +18,11 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 FIXTURES = REPO / "tests" / "fixtures"
-HOST_COMMANDS = ("facts", "plan", "verify", "diff", "provision")
+HOST_COMMANDS = ("facts", "plan", "verify", "diff", "provision", "report")
 # a dlsetup command line naming localhost, in a code span or a code block, also as ~/.dlsetup/bin/dlsetup
 _LINE = re.compile(rf"(?:^|[`\s/])dlsetup ((?:{'|'.join(HOST_COMMANDS)}) localhost\b[^`\n]*)", re.MULTILINE)
 # what each command may exit with here (README "Exit codes"); anything else is a doc that no longer runs
-EXITS = {"facts": {0}, "plan": {0, 4}, "verify": {0, 6}, "diff": {0, 9}, "provision": {0, 8}}
+EXITS = {"facts": {0}, "plan": {0, 4}, "verify": {0, 6}, "diff": {0, 9}, "provision": {0, 8}, "report": {0}}
 
 
 def _lines() -> list[tuple[str, str]]:
@@ -68,9 +68,10 @@ def rig(tmp_path: Path) -> tuple[Path, dict[str, str]]:
 def test_the_host_command_lines_run_as_shown(doc: str, line: str, rig: tuple[Path, dict[str, str]]) -> None:
     inventory, env = rig
     args = shlex.split(line)
+    # in the test's directory: a line that writes a file (report -o report.html) writes it there
     done = subprocess.run(
         [sys.executable, "-m", "dlsetup", *args, "-i", str(inventory)],
-        capture_output=True, text=True, env=env, timeout=900, check=False,
+        capture_output=True, text=True, env=env, timeout=900, check=False, cwd=inventory.parent,
     )  # fmt: skip
     output = done.stdout + done.stderr
     assert done.returncode in EXITS[args[0]], f"{doc}: `dlsetup {line}` exited {done.returncode}: {output[-1500:]}"
@@ -78,6 +79,8 @@ def test_the_host_command_lines_run_as_shown(doc: str, line: str, rig: tuple[Pat
     if done.returncode in (0, 6, 9):
         # the command read the rig, not this machine (which has no NVIDIA GPU)
         assert "GTX 1080 Ti" in output or args[0] == "diff", output[-1500:]
+        if args[0] == "report":
+            assert "GTX 1080 Ti" in (inventory.parent / args[args.index("-o") + 1]).read_text()
     else:
         # exit 4 or 8: one line saying why, and for a provision that nothing was changed
         first = done.stderr.strip().splitlines()[0]

@@ -262,6 +262,19 @@ def test_laptop_dgpu_before_any_driver(run_module):
         "kernel_driver": None,
         "visible_to_driver": False,
         "pcie": pcie(None, None, None, None, None, None),
+        # the CPU's x16 port above it, named from the pci.ids excerpt; the capture has no link values
+        "pcie_path": [
+            {
+                "address": "0000:00:01.0",
+                "pci_id": "8086:1901",
+                "name": "6th-10th Gen Core Processor PCIe Controller (x16)",
+                "kind": "root_port",
+                "gen_current": None,
+                "gen_max": None,
+                "width_current": None,
+                "width_max": None,
+            }
+        ],
     }
     assert facts["driver"]["error"]["kind"] == "nvidia_smi_missing"
     assert facts["driver"]["loaded"] is False

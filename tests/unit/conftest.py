@@ -32,6 +32,7 @@ from dlsetup.cli import app
 from dlsetup.config.targets import TargetSet
 from dlsetup.facts.hwparse import collector
 from dlsetup.facts.model import HostFacts
+from dlsetup.facts.pcie import explain_pcie
 from dlsetup.run import runner
 from dlsetup.run.runner import FailedTask, HostStats, RunResult
 from dlsetup.verify import suite_runner
@@ -133,6 +134,13 @@ def captured_facts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[s
 def host_facts(captured_facts: dict[str, dict[str, Any]]) -> Callable[[str], dict[str, Any]]:
     """``host_facts("h200")``: a private deep copy of a fake host's facts."""
     return lambda name: copy.deepcopy(captured_facts[name])
+
+
+@pytest.fixture
+def shown_facts(captured_facts: dict[str, dict[str, Any]]) -> Callable[[str], dict[str, Any]]:
+    """``shown_facts("h200")``: a fake host's facts as dlsetup shows and hands them on: the module's, with where
+    each GPU's lanes come from (``dlsetup.facts.pcie``)."""
+    return lambda name: explain_pcie(HostFacts.from_dict(copy.deepcopy(captured_facts[name]))).to_dict()
 
 
 # ------------------------------------------------------------------------------------------------

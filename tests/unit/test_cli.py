@@ -144,9 +144,14 @@ def test_facts_table_shows_one_row_per_gpu(cli: Invoke, fake_runner: FakeRunner,
     assert fake_runner.calls[0].hosts == ["localhost"]
     lines = result.stdout.splitlines()
     for bus_id, memory in (("0000:05:00.0", "11175 MiB"), ("0000:06:00.0", "11178 MiB")):
-        (row,) = [line for line in lines if bus_id in line]
+        (row,) = [line for line in lines if bus_id in line and "│" in line]
         cells = [cell.strip() for cell in row.split("│")]
-        assert cells[1:] == [bus_id, "10de:1b06", "GeForce GTX 1080 Ti", memory, "-", "1/3", "x16/x16/x16", "nvidia"]
+        assert cells[1:] == [
+            bus_id, "10de:1b06", "GeForce GTX 1080 Ti", memory, "-", "1/3", "x16/x16/x16", "cpu", "nvidia"
+        ]  # fmt: skip
+        # the bridge above it, named from pci.ids
+        (path,) = [line for line in lines if line.startswith("PCIe ") and line.endswith(f"> {bus_id}")]
+        assert "root port 0000:00:03." in path and "Xeon E7 v4/Xeon E5 v4/Xeon E3 v4/Xeon D" in path
     assert "Driver   410.78 (proprietary kernel module), CUDA 10.0" in result.stdout
     assert "OS       Ubuntu 24.04.3 LTS (noble), kernel 6.18.44-fc-v657-gpu" in result.stdout
     assert "no NVIDIA GPU" not in result.stdout
@@ -194,27 +199,32 @@ def test_facts_json_is_the_module_output(cli: Invoke, fake_runner: FakeRunner, h
     result = cli("facts", "localhost", "--format", "json")
     assert result.exit_code == 0, result.output
     payload = json.loads(result.stdout)
+    # the module's output, with where each GPU's lanes come from added (the H200 VM's GPU is on the root complex)
+    attach = payload["hosts"]["localhost"]["gpus"][0].pop("pcie_attach")
+    assert attach["to"] == "unknown" and attach["rule"] == "no_root_port" and attach["root_port"] is None
     assert payload == {"hosts": {"localhost": host_facts("h200")}}
     assert list(payload["hosts"]["localhost"]) == FACT_KEYS
     assert result.stderr == ""
 
 
-def test_facts_json_of_several_hosts_keeps_each(cli: Invoke, fake_runner: FakeRunner, host_facts, inventory) -> None:
+def test_facts_json_of_several_hosts_keeps_each(
+    cli: Invoke, fake_runner: FakeRunner, host_facts, shown_facts, inventory
+) -> None:
     fake_runner.facts.update(localhost=host_facts("xps13"), rig1=host_facts("2x1080ti"))
     result = cli("facts", "-i", str(inventory), "localhost", "rigs", "--format", "json")
     assert result.exit_code == 0, result.output
     assert fake_runner.calls[0].hosts == ["localhost", "rig1"]
     hosts = json.loads(result.stdout)["hosts"]
-    assert hosts == {"localhost": host_facts("xps13"), "rig1": host_facts("2x1080ti")}
+    assert hosts == {"localhost": shown_facts("xps13"), "rig1": shown_facts("2x1080ti")}
 
 
-def test_facts_json_reports_an_unreachable_host(cli: Invoke, fake_runner: FakeRunner, host_facts) -> None:
+def test_facts_json_reports_an_unreachable_host(cli: Invoke, fake_runner: FakeRunner, host_facts, shown_facts) -> None:
     fake_runner.facts["localhost"] = host_facts("xps13")
     fake_runner.unreachable[UNREACHABLE] = SSH_FAILURE
     result = cli("facts", "localhost", UNREACHABLE, "--format", "json")
     assert result.exit_code == 3
     payload = json.loads(result.stdout)
-    assert payload["hosts"] == {"localhost": host_facts("xps13")}
+    assert payload["hosts"] == {"localhost": shown_facts("xps13")}
     assert payload["errors"] == {UNREACHABLE: f"unreachable: {SSH_FAILURE}"}
 
 
@@ -273,7 +283,7 @@ def test_bad_host_is_one_line_and_exit_2(cli: Invoke, fake_runner: FakeRunner, h
 # verify (run_suite stubbed: the real suite runs in test_real_verify_localhost and elsewhere)
 
 
-def test_verify_passes(cli: Invoke, fake_runner: FakeRunner, stub_verify: StubVerify, host_facts) -> None:
+def test_verify_passes(cli: Invoke, fake_runner: FakeRunner, stub_verify: StubVerify, host_facts, shown_facts) -> None:
     fake_runner.facts["localhost"] = host_facts("2x1080ti")
     stub_verify.hosts["localhost"] = report_entry(("gpu.count", "pass", "2 NVIDIA GPU(s)"))
     result = cli("verify", "localhost", "--expect", "gpu_count=2", "--format", "json")
@@ -282,7 +292,7 @@ def test_verify_passes(cli: Invoke, fake_runner: FakeRunner, stub_verify: StubVe
     assert json.loads(result.stdout) == expected
     assert expected["hosts"]["localhost"]["verdict"] == "passed"
     (call,) = stub_verify.calls
-    assert call["facts"] == {"localhost": host_facts("2x1080ti")}
+    assert call["facts"] == {"localhost": shown_facts("2x1080ti")}
     assert call["expectations"]["localhost"].to_dict() == {"gpu_count": 2}
     assert call["load"] is False
 

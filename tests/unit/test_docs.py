@@ -17,7 +17,7 @@ from dlsetup.errors import EXIT_CODES
 
 REPO = Path(__file__).resolve().parents[2]
 DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
-COMMANDS = ("facts", "plan", "verify", "provision", "diff", "init", "gpus")
+COMMANDS = ("facts", "plan", "verify", "provision", "diff", "init", "gpus", "report")
 _COMMAND_NAMES = "|".join(COMMANDS)
 # a dlsetup command line in a code span, or a line of a code block
 _LINE = re.compile(rf"(?:`|^\s*(?:\$ )?)(dlsetup (?:{_COMMAND_NAMES})\b[^`\n]*)", re.MULTILINE)

@@ -103,6 +103,9 @@ def test_documented_example_is_valid():
     hosts = hosts_from_dict(document)
     assert list(hosts) == ["NAME"]
     assert hosts["NAME"].gpus[0].pci_name == "GP102 [GeForce GTX 1080 Ti]"
+    assert hosts["NAME"].gpus[0].pcie_attach is not None and hosts["NAME"].gpus[0].pcie_attach.to == "cpu"
+    errors = document.pop("errors")  # why a host gave no facts: the document's, beside the hosts
+    assert list(errors) == ["NAME"]
     assert hosts_to_dict(hosts) == document
 
 

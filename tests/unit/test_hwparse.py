@@ -488,7 +488,17 @@ def test_committed_trees_match_their_builder(tmp_path):
 
     for name in make_trees.TREES:
         assert listing(tmp_path / name) == listing(SYSFS / name), name
-    assert set(make_trees.TREES) == {"h200-vm", "x8-slot", "trained-down", "2x1080ti-rig", "xps13-9370", "xps15-9570"}
+    assert set(make_trees.TREES) == {
+        "h200-vm",
+        "x8-slot",
+        "trained-down",
+        "2x1080ti-rig",
+        "4x1080ti-plx",
+        "z170-chipset-slot",
+        "mx130-laptop",
+        "xps13-9370",
+        "xps15-9570",
+    }
 
 
 def test_pci_devices_of_the_h200_tree_match_the_capture():

@@ -25,6 +25,8 @@ REQUIRED = (
     "dlsetup/_data/docs/sources.md",
     "dlsetup/_data/docs/schemas/facts.schema.json",
     "dlsetup/facts/hwparse/collector.py",
+    "dlsetup/facts/data/pcie_ports.yaml",
+    "dlsetup/report/templates/report.html.j2",
     "dlsetup/plan/data/gpus.json",
     "dlsetup/plan/data/systems.yaml",
     "dlsetup/verify/suite/conftest.py",

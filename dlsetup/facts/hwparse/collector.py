@@ -32,7 +32,15 @@ from .nvidia_smi import (
     read_cuda_driver_version,
     smi_value,
 )
-from .sysfs import find_root_disks, is_nvidia_gpu, kernel_driver, read_disks, read_pci_devices, read_pci_link
+from .sysfs import (
+    find_root_disks,
+    is_nvidia_gpu,
+    kernel_driver,
+    read_disks,
+    read_pci_devices,
+    read_pci_link,
+    read_pcie_path,
+)
 from .textfiles import (
     DEFAULT_CONTAINER_MARKERS,
     DEFAULT_OS_RELEASE_PATHS,
@@ -88,7 +96,7 @@ def _gpu_entry(
     subsystem = None
     if device.get("subsystem_vendor") and device.get("subsystem_device"):
         subsystem = "%s:%s" % (device["subsystem_vendor"], device["subsystem_device"])
-    return {
+    entry: Dict[str, Any] = {
         "index": parse_int(row.get("index")) if row else None,
         "pci_bus_id": device["address"],
         "pci_id": "%s:%s" % (device["vendor"], device["device"]) if device.get("device") else None,
@@ -103,6 +111,22 @@ def _gpu_entry(
         "visible_to_driver": row is not None,
         "pcie": _pcie(read_pci_link(device["path"]), row),
     }
+    path = read_pcie_path(device["path"])
+    if path:  # left out when empty (a GPU on the root complex), as the model's default
+        entry["pcie_path"] = path
+    return entry
+
+
+def _name_hops(gpus: Sequence[Dict[str, Any]], pci_ids_text: Optional[str]) -> None:
+    """Each PCIe hop's name from pci.ids (``Xeon E5 v4 ... Root Port 3``, ``200 Series PCH PCI Express Root Port
+    #1``): the names tell a chipset's port from the CPU's (``dlsetup.facts.pcie``)."""
+    ids = [hop["pci_id"] for gpu in gpus for hop in gpu.get("pcie_path", ()) if hop["pci_id"]]
+    if not ids or pci_ids_text is None:
+        return
+    names = lookup_pci_names(pci_ids_text, ids)
+    for gpu in gpus:
+        for hop in gpu.get("pcie_path", ()):
+            hop["name"] = names.get(hop["pci_id"] or "")
 
 
 def _smi_only_entry(bus: str, row: Mapping[str, Optional[str]], pci_name: Optional[str]) -> Dict[str, Any]:
@@ -230,6 +254,7 @@ def collect(
     kernel_module = proc["kernel_module"] if proc else None
 
     pci_names: Dict[str, str] = {}
+    pci_ids_text: Optional[str] = None
     if pci_gpus:
         pci_ids_text = read_pci_ids(pci_ids_paths)
         if pci_ids_text is not None:
@@ -279,6 +304,7 @@ def collect(
                 "GPU %s (%s) is on PCI but not visible to the NVIDIA driver (nvidia-smi: %s)"
                 % (device["address"], pci_id, reason)
             )
+    _name_hops(gpus, pci_ids_text)
     smi_names: Dict[str, str] = {}
     smi_ids = [i for i in (parse_pci_device_id(extra.get("pci.device_id")) for extra in by_bus.values()) if i]
     if smi_ids:

@@ -109,6 +109,40 @@ def read_pci_link(device_path: str) -> Dict[str, Optional[int]]:
     }
 
 
+def read_pcie_path(device_path: str) -> List[Dict[str, Any]]:
+    """The PCIe chain above a device, root port first: every bridge between the root complex and the device.
+
+    The kernel nests a device's sysfs directory under the bridges it sits behind (``pci0000:00/0000:00:01.0/
+    0000:01:00.0``), so the chain is the bus-id directories of the device's resolved path. A hop's ``kind`` comes
+    from its position, as PCIe builds it: the first bridge is the root port; below it, a switch shows as its
+    upstream port then one of its downstream ports. A device on the root complex itself (a VM's passed-through
+    GPU) has an empty chain.
+    """
+    hops: List[Dict[str, Any]] = []
+    parent = os.path.dirname(device_path)
+    chain: List[str] = []
+    while normalize_bus_id(os.path.basename(parent)) is not None:
+        chain.insert(0, parent)
+        parent = os.path.dirname(parent)
+    for position, path in enumerate(chain):
+        kind = ("switch_downstream", "switch_upstream")[position % 2] if position else "root_port"
+        vendor = _hex_id(read_value(os.path.join(path, "vendor")))
+        device = _hex_id(read_value(os.path.join(path, "device")))
+        hops.append(
+            {
+                "address": normalize_bus_id(os.path.basename(path)),
+                "pci_id": "%s:%s" % (vendor, device) if vendor and device else None,
+                "name": None,
+                "kind": kind,
+                "gen_current": link_speed_to_gen(read_value(os.path.join(path, "current_link_speed"))),
+                "gen_max": link_speed_to_gen(read_value(os.path.join(path, "max_link_speed"))),
+                "width_current": parse_link_width(read_value(os.path.join(path, "current_link_width"))),
+                "width_max": parse_link_width(read_value(os.path.join(path, "max_link_width"))),
+            }
+        )
+    return hops
+
+
 def kernel_driver(device_path: str) -> Optional[str]:
     """The kernel driver bound to a PCI device (``nvidia``, ``nouveau``), or ``None``."""
     link = os.path.join(device_path, "driver")

@@ -26,6 +26,7 @@ import pytest
 from dlsetup import paths
 from dlsetup.facts.baseline import BASELINE_PATH, HardwareBaseline
 from dlsetup.facts.model import HostFacts
+from dlsetup.facts.pcie import explain_pcie
 from dlsetup.facts.record import RECORD_PATH, HostRecord
 from dlsetup.verify import checks
 from dlsetup.verify.checks import CheckResult
@@ -80,7 +81,7 @@ def hw_facts(host: Any, host_name: str) -> HostFacts:
     if key not in _CACHE:
         ctx = _context_host(host_name)
         if ctx is not None:
-            _CACHE[key] = HostFacts.from_dict(ctx["facts"])
+            _CACHE[key] = explain_pcie(HostFacts.from_dict(ctx["facts"]))
         else:
             hv = _hostvars(host)
             args = " ".join(
@@ -91,7 +92,7 @@ def hw_facts(host: Any, host_name: str) -> HostFacts:
             res = host.ansible("dlsetup_hw_facts", args or None, check=False)
             if res.get("failed"):
                 pytest.fail(f"dlsetup_hw_facts failed on {host_name}: {res.get('msg')}")
-            _CACHE[key] = HostFacts.from_dict(res["ansible_facts"]["dlsetup_hw"])
+            _CACHE[key] = explain_pcie(HostFacts.from_dict(res["ansible_facts"]["dlsetup_hw"]))
     facts: HostFacts = _CACHE[key]
     return facts
 

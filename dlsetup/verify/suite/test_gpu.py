@@ -1,5 +1,5 @@
 """GPU checks: count (every GPU on PCI listed by the driver), visibility, model, memory, PCIe width and
-generation."""
+generation, where the lanes come from."""
 
 
 def test_gpu_count(check):
@@ -24,3 +24,7 @@ def test_gpu_pcie_width(check):
 
 def test_gpu_pcie_gen(check):
     check("gpu.pcie_gen")
+
+
+def test_gpu_pcie_lane_source(check):
+    check("gpu.pcie_lane_source")

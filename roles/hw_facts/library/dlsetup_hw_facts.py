@@ -110,6 +110,9 @@ ansible_facts:
                 visible_to_driver: true,
                 pcie: {gen_current: 5, gen_max: 5, width_current: 16, width_max: 16, slot_gen_max: null,
                        slot_width_max: null}}]
+                # a GPU behind bridges also has pcie_path, root port first:
+                # [{address, pci_id, name (pci.ids), kind: root_port|switch_upstream|switch_downstream,
+                #   gen_current, gen_max, width_current, width_max}] (the controller adds pcie_attach)
         driver: {loaded: true, version: 580.159.04, cuda_version: "13.0", kernel_module: open, error: null}
         warnings: []
 """
