@@ -5,7 +5,9 @@ Each host is a CPU-only machine (an XPS 13's recorded sysfs, no NVIDIA GPU) that
 and JAX from a wheelhouse on the host. After a first provision of every host, the suite measures, interleaved
 round by round so that drift on the machine hits every figure alike, the median of ``--rounds`` runs of:
 
-* ``dlsetup facts``, ``dlsetup verify`` and a no-op ``dlsetup provision --yes --no-verify`` of 1 host and of all;
+* ``dlsetup facts``, ``dlsetup verify`` and a no-op ``dlsetup provision --yes --no-verify`` of 1 host and of all
+  (a converged host: the probe finds nothing to do and no role runs);
+* a forced full re-run of 1 host (``--full``: every role runs, as bare ``ansible-playbook`` runs them);
 * the same playbook (``site.yml`` with the plan dlsetup passed, read back from its run directory) through bare
   ``ansible-playbook``, tuned (dlsetup's Ansible environment: pipelining, ControlPersist) and untuned;
 * and, once, the first provision of a CPU-only host.
@@ -65,10 +67,14 @@ TARGETS = (
     Target("verify: all hosts / 1 host", "verify_n", "verify_1", 2.0, "a fleet costs about what one host costs"),
     Target("no-op re-run: all hosts / 1 host", "provision_noop_n", "provision_noop_1", 2.0,
            "a fleet costs about what one host costs"),
-    Target("provision (every run is a full run) / bare tuned ansible-playbook", "provision_noop_1",
+    Target("forced full re-run (--full) / bare tuned ansible-playbook", "provision_full_1",
            "ansible_tuned_1", 1.1, "dlsetup's own overhead over the playbook it runs"),
 )  # fmt: skip
-INFORMATIVE = (("bare ansible-playbook: untuned / tuned", "ansible_untuned_1", "ansible_tuned_1"),)
+INFORMATIVE = (
+    ("bare ansible-playbook: untuned / tuned", "ansible_untuned_1", "ansible_tuned_1"),
+    ("no-op re-run / forced full re-run (what the converged-state probe saves)", "provision_noop_1",
+     "provision_full_1"),
+)  # fmt: skip
 
 
 class Bench:
@@ -140,6 +146,7 @@ def measure(bench: Bench, rounds: int) -> tuple[dict[str, list[float]], float]:
         "verify_n": bench.dlsetup("verify", "-i", str(bench.inventory), everyone),
         "provision_noop_1": bench.dlsetup(*provision, "--no-verify", bench.names[0]),
         "provision_noop_n": bench.dlsetup(*provision, "--no-verify", everyone),
+        "provision_full_1": bench.dlsetup(*provision, "--no-verify", "--full", bench.names[0]),
         "ansible_tuned_1": bench.ansible_playbook(plans, {}),
         "ansible_untuned_1": bench.ansible_playbook(plans, UNTUNED),
     }
@@ -180,9 +187,12 @@ a real PyTorch CPU build and JAX from a wheelhouse on it: {hosts} host(s), the m
 round(s), {cpus} CPU(s) shared by the controller and every host, {date}. The ratios are the result: the hosts
 share the controller's CPUs, so absolute times say more about this machine than about dlsetup.
 
-Levers (issue 12): none is in the code yet. Every provision still evaluates every role; the converged-state
-probe, coarser tasks, fact caching between the facts step and the playbook, and parallel verify are to come, each
-kept only where this table shows it pays.
+Levers (issue 12) in the code: the converged-state probe (one read-only module run by the facts step: the applied
+plan's fingerprint, the planned packages' versions and holds, the managed files, the framework venv; where nothing
+differs no role runs, `--full` runs them), justified by "no-op re-run / forced full re-run" below; SSH pipelining
+and ControlPersist ("bare ansible-playbook: untuned / tuned"); forks sized to the inventory (one per host, at least
+Ansible's 5: the "all hosts / 1 host" rows). Not in the code: verify's hosts in parallel (one pytest process checks
+the hosts one after another), coarser tasks, fact caching between the facts step and the playbook, and Mitogen.
 """
 
 

@@ -35,4 +35,7 @@ export PATH="$PWD/$VENV/bin:$PATH"
 echo "== ruff"; ruff check dlsetup tests roles benchmarks
 echo "== mypy"; mypy
 echo "== pytest"
-pytest -m "not gpu and not slow_wheels" "$@"
+# pytest's own temp folders go where they are removed afterwards, not left under /tmp/pytest-of-$USER
+basetemp=$(mktemp -d)
+trap 'rm -rf "$basetemp"' EXIT
+pytest -m "not gpu and not slow_wheels" --basetemp="$basetemp/pytest" "$@"
