@@ -583,7 +583,7 @@ def init(
     ] = Path("dlsetup-inventory"),
     fmt: Format = "table",
 ) -> None:
-    """Write an example inventory (the seed machines: GTX 1080 Ti / TITAN X rigs, XPS 13 and 15, an H200), with
+    """Write an example inventory (the seed machines: GTX 1080 Ti / TITAN X rigs, XPS 13 and 15), with
     comments, into DIRECTORY; existing files are never overwritten."""
     written = commands.init_command(directory)
     hosts = next((p for p in written if p.name == "hosts.yml"), written[0])

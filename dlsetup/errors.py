@@ -42,7 +42,11 @@ EXIT_CODES: tuple[tuple[str, str], ...] = (
     ("7", "a reboot is required: reboot, then run the same command again"),
     ("8", "preflight: a source the plan needs cannot be reached or trusted from a host; nothing was changed"),
     ("9", "drift (dlsetup diff): the hardware or the plan changed since the last verified baseline"),
-    ("10", "a host was reached but dlsetup's facts module failed there (its first error line says why)"),
+    (
+        "10",
+        "a host was reached but dlsetup's facts module failed there (its first error line says why); `verify` and "
+        "`diff` count such a host as unreachable (3)",
+    ),
     ("130, 143", "interrupted by Ctrl-C (SIGINT) or SIGTERM: run the same command again to converge"),
 )
 EXIT_CODES_TEXT = "Exit codes:\n" + "\n".join(f"  {code:>8}  {meaning}" for code, meaning in EXIT_CODES)

@@ -208,12 +208,13 @@ def lane_budget(facts: HostFacts, gpu: GpuFacts) -> str | None:
             f"its lanes come from the CPU (root port {attach.root_port}), but {model} is not in dlsetup's CPU "
             "catalogue, so its lane budget is not known: the board's manual says how it splits the CPU's lanes"
         )
-    ports = _cpu_ports(facts)
-    if cpu.lanes < 16 * len(ports):
-        return f"the {cpu.name}'s {cpu.lanes} lanes are split between {len(ports)} slots"
+    ports = len(_cpu_ports(facts))
+    if cpu.lanes < 16 * ports:
+        return f"the {cpu.name}'s {cpu.lanes} lanes are split between {ports} slots"
+    slots = f"each of the {ports} slots in use" if ports > 1 else "its slot"
     return (
-        f"the {cpu.name} has {cpu.lanes} lanes, enough for x16 in each of the {len(ports)} slots in use: the "
-        f"board wires this slot x{slot}; a slot wired x16 gives the GPU more"
+        f"the {cpu.name} has {cpu.lanes} lanes, enough for x16 in {slots}: the board wires this slot x{slot}; "
+        "a slot wired x16 gives the GPU more"
     )
 
 
