@@ -87,6 +87,16 @@ def read_pci_devices(sysfs_root: str) -> List[Dict[str, Any]]:
     return devices
 
 
+def _link_values(path: str) -> Dict[str, Optional[int]]:
+    """A PCI function's own link: current and max generation and width (``None`` where sysfs has none)."""
+    return {
+        "gen_current": link_speed_to_gen(read_value(os.path.join(path, "current_link_speed"))),
+        "gen_max": link_speed_to_gen(read_value(os.path.join(path, "max_link_speed"))),
+        "width_current": parse_link_width(read_value(os.path.join(path, "current_link_width"))),
+        "width_max": parse_link_width(read_value(os.path.join(path, "max_link_width"))),
+    }
+
+
 def read_pci_link(device_path: str) -> Dict[str, Optional[int]]:
     """Link generation/width of a PCI device, and ``slot_*_max`` of its upstream port (sysfs parent).
 
@@ -96,10 +106,7 @@ def read_pci_link(device_path: str) -> Dict[str, Optional[int]]:
     parent = os.path.dirname(device_path)
     parent_is_port = normalize_bus_id(os.path.basename(parent)) is not None
     return {
-        "gen_current": link_speed_to_gen(read_value(os.path.join(device_path, "current_link_speed"))),
-        "gen_max": link_speed_to_gen(read_value(os.path.join(device_path, "max_link_speed"))),
-        "width_current": parse_link_width(read_value(os.path.join(device_path, "current_link_width"))),
-        "width_max": parse_link_width(read_value(os.path.join(device_path, "max_link_width"))),
+        **_link_values(device_path),
         "slot_gen_max": link_speed_to_gen(read_value(os.path.join(parent, "max_link_speed")))
         if parent_is_port
         else None,
@@ -134,10 +141,7 @@ def read_pcie_path(device_path: str) -> List[Dict[str, Any]]:
                 "pci_id": "%s:%s" % (vendor, device) if vendor and device else None,
                 "name": None,
                 "kind": kind,
-                "gen_current": link_speed_to_gen(read_value(os.path.join(path, "current_link_speed"))),
-                "gen_max": link_speed_to_gen(read_value(os.path.join(path, "max_link_speed"))),
-                "width_current": parse_link_width(read_value(os.path.join(path, "current_link_width"))),
-                "width_max": parse_link_width(read_value(os.path.join(path, "max_link_width"))),
+                **_link_values(path),
             }
         )
     return hops
