@@ -74,6 +74,8 @@ INFORMATIVE = (
     ("bare ansible-playbook: untuned / tuned", "ansible_untuned_1", "ansible_tuned_1"),
     ("no-op re-run / forced full re-run (what the converged-state probe saves)", "provision_noop_1",
      "provision_full_1"),
+    ("verify of all hosts: dlsetup verify / the standalone suite, which reads and probes each host in turn (what "
+     "verify.yml's background probes and the suite's no calls save)", "verify_n", "suite_standalone_n"),
 )  # fmt: skip
 
 
@@ -122,6 +124,14 @@ class Bench:
         copy.write_text(plans.read_text())
         return copy
 
+    def standalone_suite(self) -> Callable[[], float]:
+        """The verification suite on its own (README), on every host: it reads and probes each host in turn."""
+        env = {**self.env(), "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+        suite = paths.verify_suite_dir()
+        argv = [sys.executable, "-m", "pytest", str(suite), "-c", str(suite / "pytest.ini"), "--rootdir", str(suite),
+                "--hosts=ansible://all", f"--ansible-inventory={self.inventory}", "-q"]  # fmt: skip
+        return lambda: self.run(argv, env=env)
+
     def ansible_playbook(self, plans: Path, extra_env: dict[str, str]) -> Callable[[], float]:
         """site.yml through bare ansible-playbook, with dlsetup's plan as the same host variables."""
         env = {**os.environ, **paths.ansible_env(), **extra_env}
@@ -149,6 +159,7 @@ def measure(bench: Bench, rounds: int) -> tuple[dict[str, list[float]], float]:
         "provision_full_1": bench.dlsetup(*provision, "--no-verify", "--full", bench.names[0]),
         "ansible_tuned_1": bench.ansible_playbook(plans, {}),
         "ansible_untuned_1": bench.ansible_playbook(plans, UNTUNED),
+        "suite_standalone_n": bench.standalone_suite(),
     }
     times: dict[str, list[float]] = {name: [] for name in figures}
     for _ in range(rounds):  # interleaved: drift on the machine hits every figure alike
@@ -191,8 +202,10 @@ Levers (issue 12) in the code: the converged-state probe (one read-only module r
 plan's fingerprint, the planned packages' versions and holds, the managed files, the framework venv; where nothing
 differs no role runs, `--full` runs them), justified by "no-op re-run / forced full re-run" below; SSH pipelining
 and ControlPersist ("bare ansible-playbook: untuned / tuned"); forks sized to the inventory (one per host, at least
-Ansible's 5: the "all hosts / 1 host" rows). Not in the code: verify's hosts in parallel (one pytest process checks
-the hosts one after another), coarser tasks, fact caching between the facts step and the playbook, and Mitogen.
+Ansible's 5: the "all hosts / 1 host" rows); verify's hosts in parallel: `verify.yml` starts the PyTorch and JAX
+probes in the background on every host at once, reads the facts meanwhile and collects the probes in one call, so
+that the suite makes no call to a host ("dlsetup verify / the standalone suite"). Not in the code: coarser tasks,
+fact caching between the facts step and the playbook, and Mitogen (not tried).
 """
 
 

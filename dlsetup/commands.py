@@ -61,7 +61,7 @@ from dlsetup.report.build import HostPage, build_host
 from dlsetup.run import converged, runner
 from dlsetup.run import inventory as ansible_inventory
 from dlsetup.run.redact import Secrets
-from dlsetup.verify import suite_runner
+from dlsetup.verify import probes, suite_runner
 from dlsetup.verify.expect import Expectations, merge, parse_expect_flags
 from dlsetup.verify.report import HostReport, VerifyReport, host_report_dict
 
@@ -148,6 +148,11 @@ def pins_for(targets: TargetSet, pin_flags: Sequence[str]) -> dict[str, dict[str
 
 def gather_facts(targets: TargetSet, on_event: EventCallback | None = None) -> gather.GatherResult:
     return gather.gather(targets, on_event)
+
+
+def gather_for_verify(targets: TargetSet) -> gather.GatherResult:
+    """The facts, with the framework probes run alongside them in the same run (``verify.yml``)."""
+    return gather.gather(targets, playbook=probes.VERIFY_PLAYBOOK, extravars=probes.probe_extravars())
 
 
 def require_reachable(result: gather.GatherResult) -> None:
@@ -758,21 +763,23 @@ def verify_hosts(
     lost: Mapping[str, str] | None = None,
     baselines: Mapping[str, HardwareBaseline] | None = None,
     accepted: Sequence[str] = (),
+    gathered: gather.GatherResult | None = None,
 ) -> VerifyRun:
     """Run the testinfra suite on ``facts`` against ``expectations`` and each host's hardware ``baselines``
     (except the ``accepted`` hosts'); hosts in ``lost`` (name → why) are reported as unreachable.
 
     After a provision (``run`` given) the facts (and baselines) are gathered again instead, since the driver may
     answer now where it did not before; a host that cannot be read then fails the report rather than dropping out
-    of it.
+    of it. ``gathered`` (by :func:`gather_for_verify`) hands the suite the records and framework probes read with
+    the facts.
     """
     lost = dict(lost or {})
     baselines = dict(baselines or {})
     if run is not None:
-        refreshed = gather.gather(targets)
-        facts = refreshed.facts
-        baselines = dict(refreshed.baselines)
-        lost.update(refreshed.errors)
+        gathered = gather_for_verify(targets)
+        facts = gathered.facts
+        baselines = dict(gathered.baselines)
+        lost.update(gathered.errors)
     compared = {n: b for n, b in baselines.items() if n not in accepted}
     work_dir = run.run_dir / "verify" if run is not None else runner.new_run_dir("verify")
     venvs = {n: str(targets.hostvars(n).get("dl_stack_venv_path") or "") or None for n in targets.names}
@@ -786,6 +793,8 @@ def verify_hosts(
             venvs={n: v for n, v in venvs.items() if v},
             junit_xml=junit_xml,
             baselines=compared,
+            records=gathered.record_data if gathered is not None else None,
+            frameworks=gathered.framework_probes if gathered is not None else None,
         )
         if facts
         else VerifyReport({}, None)
@@ -837,7 +846,7 @@ def verify_command(
     check_output_paths(junit_xml)
     targets = load_targets(hosts)
     expectations = expectations_for(targets, expect_flags)
-    gathered = gather_facts(targets)
+    gathered = gather_for_verify(targets)
     accepted: dict[str, accept_hw.Accepted] = {}
     if accept:
         accepted, expectations = accept_hardware(targets, gathered.facts, expect_flags)
@@ -850,6 +859,7 @@ def verify_command(
         lost=gathered.errors,
         baselines=gathered.baselines,
         accepted=list(accepted),
+        gathered=gathered,
     )
     baselines = record_baselines(targets, verified, run_dir=None) if accept else {}
     return VerifyResult(verified.report, dict(gathered.errors), accepted, baselines)

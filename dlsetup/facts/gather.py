@@ -1,11 +1,13 @@
 """Gather each host's facts through the run stage (``facts.yml``: our module, then the last provision's record and
-the hardware baseline)."""
+the hardware baseline); for verify, ``verify.yml`` also runs the framework probes alongside (their results in
+:attr:`GatherResult.framework_probes`)."""
 
 from __future__ import annotations
 
 import base64
 import binascii
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +21,9 @@ from dlsetup.run import runner
 
 FACTS_ACTION = "dlsetup_hw_facts"
 PROBE_ACTION = "dlsetup_converged"
+# verify.yml: the framework probes' results, as the module's collect call returns them
+FRAMEWORK_ACTION = "dlsetup_framework_probe"
+FRAMEWORK_TASK = "Collect the framework probes"
 # the names of facts.yml's slurp tasks
 RECORD_TASK = "Read the state of the last provision (hardware and plan then)"
 BASELINE_TASK = "Read the hardware baseline"
@@ -39,11 +44,22 @@ class GatherResult:
     failed: frozenset[str] = frozenset()
     # the converged state now, as the last provision's record says to read it (dlsetup.run.converged)
     probes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # verify.yml only: what the asynchronous dlsetup_framework_probe job returned on each host (failed set: it failed)
+    framework_probes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # the record as read on each host, unparsed (the verification suite gets it as it is)
+    record_data: dict[str, Any] = field(default_factory=dict)
 
 
-def gather(targets: TargetSet, on_event: runner.EventCallback | None = None) -> GatherResult:
-    """Run the facts playbook on every target; unreachable hosts are reported, not raised."""
-    run = runner.run_playbook("facts.yml", targets, on_event=on_event, kind="facts")
+def gather(
+    targets: TargetSet,
+    on_event: runner.EventCallback | None = None,
+    *,
+    playbook: str = "facts.yml",
+    extravars: Mapping[str, Any] | None = None,
+) -> GatherResult:
+    """Run the facts playbook (or ``verify.yml``, which includes it) on every target; unreachable hosts are
+    reported, not raised."""
+    run = runner.run_playbook(playbook, targets, extravars=extravars, on_event=on_event, kind="facts")
     facts: dict[str, HostFacts] = {}
     errors: dict[str, str] = {}
     failed: set[str] = set()
@@ -64,10 +80,17 @@ def gather(targets: TargetSet, on_event: runner.EventCallback | None = None) -> 
         except DlsetupError as exc:
             errors[name] = f"facts malformed: {exc}"
             failed.add(name)
-    previous = {name: record for name in facts if (record := _previous_record(run, name)) is not None}
+    record_data = {name: data for name in facts if (data := _slurped(run, name, RECORD_TASK)) is not None}
+    previous = {name: record for name, data in record_data.items() if (record := HostRecord.parse(data)) is not None}
     baselines = {name: found for name in facts if (found := _baseline(run, name, previous.get(name))) is not None}
     probes = {name: probe for name in facts if isinstance(probe := _probe(run, name), dict)}
-    return GatherResult(facts, errors, run, previous, baselines, frozenset(failed), probes)
+    frameworks = {
+        name: job
+        for name in facts
+        if (results := run.task_results(name, FRAMEWORK_ACTION, FRAMEWORK_TASK))
+        and isinstance(job := results[-1].get("job"), dict)
+    }
+    return GatherResult(facts, errors, run, previous, baselines, frozenset(failed), probes, frameworks, record_data)
 
 
 def _probe(run: runner.RunResult, host: str) -> object:
@@ -82,11 +105,6 @@ def _slurped(run: runner.RunResult, host: str, task: str) -> object:
         except (binascii.Error, ValueError):
             return None  # unreadable state is treated as no state: the next provision rewrites it
     return None
-
-
-def _previous_record(run: runner.RunResult, host: str) -> HostRecord | None:
-    data = _slurped(run, host, RECORD_TASK)
-    return HostRecord.parse(data) if data is not None else None
 
 
 def _baseline(run: runner.RunResult, host: str, record: HostRecord | None) -> HardwareBaseline | None:

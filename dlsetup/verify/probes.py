@@ -9,6 +9,7 @@ probe that could not run is a model with ``error`` set.
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import json
 import re
@@ -228,6 +229,37 @@ def failure(stderr: Sequence[str], python: str, rc: int) -> dict[str, Any]:
     """The probe result of a probe that printed no JSON: the last line it wrote to stderr."""
     last = stderr[-1] if stderr else f"exit code {rc}"
     return {"error": f"probe with {python} failed: {last}"}
+
+
+# -- the probes in verify.yml: started before the facts are read, collected after ---------------------------------
+VERIFY_PLAYBOOK = "verify.yml"
+_PROBES = {"torch": TORCH_PROBE, "jax": JAX_PROBE}
+
+
+def probe_extravars() -> dict[str, Any]:
+    """The extra variables of ``verify.yml``: each probe's source, base64-encoded (no template engine reads it)."""
+    return {"dlsetup_verify_probes": {k: base64.b64encode(v.encode()).decode() for k, v in _PROBES.items()}}
+
+
+def collected(result: Mapping[str, Any]) -> dict[str, Any] | None:
+    """What the suite needs of one host's ``dlsetup_framework_probe`` job (as its collect call returned it): each
+    probe's JSON (or why it printed none), whether the venv has its Python, the venv's build record text.
+    ``None`` when the job did not finish with a result (the suite then runs the probes itself)."""
+    outputs = result.get("outputs")
+    if result.get("failed") or not isinstance(outputs, Mapping):
+        return None
+    python = str(result.get("python") or "python3")
+    out: dict[str, Any] = {"venv_python": bool(result.get("venv_python")), "build_record": result.get("build_record")}
+    for name in _PROBES:
+        got = outputs.get(name)
+        if not isinstance(got, Mapping):
+            return None
+        rc = got.get("rc")
+        stderr = str(got.get("stderr") or "").strip().splitlines()
+        out[name] = last_json_line(str(got.get("stdout") or "")) or failure(
+            stderr, python, rc if isinstance(rc, int) else -1
+        )
+    return out
 
 
 # -- builds: what the dl_stack role recorded, what the plan chose -------------------------------------------------

@@ -1,15 +1,18 @@
 """The one place that runs the pytest-testinfra verification suite (:mod:`dlsetup.verify.suite`).
 
-Facts and expectations (with where each came from) are handed to the suite in a context file; the suite reads the
-record of the last provision on the host itself, and writes the per-host report (verdict, counts, every check) to a
-report file, which becomes the :class:`~dlsetup.verify.report.VerifyReport`. JUnit XML comes from pytest itself.
+Facts and expectations (with where each came from) are handed to the suite in a context file, with what the same run
+read on each host (``verify.yml``: the record of the last provision, the framework probes, the venv's build record):
+given all of it, the suite makes no call to the host. It writes the per-host report (verdict, counts, every check)
+to a report file, which becomes the :class:`~dlsetup.verify.report.VerifyReport`. JUnit XML comes from pytest
+itself.
 
 The hosts and their variables reach the suite (testinfra's ``ansible-inventory`` and ``ansible``) through the
 environment of pytest, not a file: ``verify-inventory`` is an inventory script that prints
-``$DLSETUP_VERIFY_INVENTORY``, so an ``ansible_become_password`` or ``ansible_ssh_pass`` of the inventory still
-connects and is written nowhere. What the suite leaves in the work directory is redacted like a run's
-(:mod:`dlsetup.run.redact`); its temp files live in ``tmp/`` there, removed at the end; a SIGINT or SIGTERM
-stops pytest too (:func:`dlsetup.run.signals.run_child`).
+``$DLSETUP_VERIFY_INVENTORY`` (which the suite's conftest hands testinfra directly, sparing it
+``ansible-inventory``), so an ``ansible_become_password`` or ``ansible_ssh_pass`` of the inventory still connects and is
+written nowhere. What the suite leaves in the work directory is redacted like a run's (:mod:`dlsetup.run.redact`);
+its temp files live in ``tmp/`` there, removed at the end; a SIGINT or SIGTERM stops pytest too
+(:func:`dlsetup.run.signals.run_child`).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import subprocess
 import sys
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -29,6 +33,7 @@ from dlsetup.errors import DlsetupError
 from dlsetup.facts.baseline import HardwareBaseline
 from dlsetup.facts.model import HostFacts
 from dlsetup.run import redact, rundir, signals
+from dlsetup.verify import probes
 from dlsetup.verify.expect import Expectations
 from dlsetup.verify.report import HostReport, VerifyReport
 
@@ -38,6 +43,10 @@ _INVENTORY_SCRIPT = """#!/bin/sh
 # verify run, so that no password of the inventory is written to disk.
 if [ "$1" = "--host" ]; then echo '{}'; else printf '%s\\n' "$DLSETUP_VERIFY_INVENTORY"; fi
 """
+
+
+def _collected(result: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    return probes.collected(result) if result is not None else None
 
 
 def run_suite(
@@ -50,8 +59,14 @@ def run_suite(
     venvs: Mapping[str, str] | None = None,
     junit_xml: Path | None = None,
     baselines: Mapping[str, HardwareBaseline] | None = None,
+    records: Mapping[str, Any] | None = None,
+    frameworks: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> VerifyReport:
-    """Run the suite against the hosts in ``facts`` (already gathered) and return the per-host report."""
+    """Run the suite against the hosts in ``facts`` (already gathered) and return the per-host report.
+
+    ``records`` (the record as read on each host, absent: none) and ``frameworks`` (the framework probes'
+    results collected with the facts, :func:`dlsetup.verify.probes.collected`), when given, spare the suite its
+    own calls to the hosts for them."""
     names = [n for n in targets.names if n in facts]
     work_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     context_path = work_dir / "verify-context.json"
@@ -68,6 +83,8 @@ def run_suite(
                 "venv": (venvs or {}).get(n),
                 # the hardware of the last verified run (None: none, or its expectations were just accepted)
                 "baseline": b.to_dict() if (b := (baselines or {}).get(n)) is not None else None,
+                **({"record": records.get(n)} if records is not None else {}),
+                **({"frameworks": found} if (found := _collected((frameworks or {}).get(n))) is not None else {}),
             }
             for n in names
         },

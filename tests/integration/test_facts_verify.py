@@ -76,7 +76,7 @@ def test_facts_over_ssh(dressed, tmp_path):
     assert table.returncode == 0 and "no NVIDIA GPU" in table.stdout
 
 
-def test_verify_passes_with_matching_expectations(dressed, tmp_path):
+def test_verify_passes_with_matching_expectations(dressed, debian_hosts, tmp_path):
     junit = tmp_path / "junit.xml"
     res = dlsetup(
         "verify", "-i", str(dressed), "all", "--format", "json", "--junit-xml", str(junit), state_dir=tmp_path
@@ -103,6 +103,24 @@ def test_verify_passes_with_matching_expectations(dressed, tmp_path):
     assert laptop["gpu.count"]["status"] == "pass" and laptop["driver.loaded"]["status"] == "skip"
     suites = ET.parse(junit).getroot()
     assert int(suites.find("testsuite").get("tests")) >= 2 * len(statuses) - 2
+    # the framework probes ran on each host in the facts run (verify.yml) and the suite got their output: no venv
+    # there, so python3 ran them, and torch does not import
+    (context_file,) = tmp_path.glob("runs/*-verify-*/verify-context.json")
+    context = json.loads(context_file.read_text())["hosts"]
+    for name in ("deb12", "deb13"):
+        probes = context[name]["frameworks"]
+        assert probes["venv_python"] is False and probes["build_record"] is None, probes
+        assert probes["torch"]["error"].startswith("PyTorch does not import"), probes
+        assert probes["jax"]["error"].startswith("JAX does not import"), probes
+    assert "PyTorch does not import" in statuses_message(report["deb12"], "framework.pytorch")
+    # and left nothing behind on the hosts
+    for host in (debian_hosts["deb12"], debian_hosts["deb13"]):
+        left = host.run("ls -a /tmp ~/.ansible_async 2>/dev/null | grep -c dlsetup-probes- || true", check=True)
+        assert left.stdout.strip() == "0", left.stdout
+
+
+def statuses_message(host_report: dict, check_id: str) -> str:
+    return next(c["message"] for c in host_report["checks"] if c["id"] == check_id)
 
 
 def test_verify_fails_naming_the_gpu(dressed, tmp_path):

@@ -164,12 +164,14 @@ class FakeRunner:
     # facts.yml: host → Facts JSON host object; a host that is neither here nor unreachable gets no facts task result
     facts: dict[str, dict[str, Any]] = field(default_factory=dict)
     unreachable: dict[str, str] = field(default_factory=dict)
-    # facts.yml runs after a site.yml run (provision's final verify) also find these hosts unreachable
+    # facts.yml (or verify.yml) runs after a site.yml run (provision's final verify) also find these hosts unreachable
     unreachable_after_site: dict[str, str] = field(default_factory=dict)
     # host → content of /etc/ansible/facts.d/dlsetup.fact (slurped by facts.yml)
     previous_state: dict[str, dict[str, Any]] = field(default_factory=dict)
     # host → content of /etc/ansible/facts.d/dlsetup_baseline.fact (slurped by facts.yml; baseline.yml writes it)
     baselines: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # verify.yml (facts.yml and the framework probes): host → the job its collect call returns
+    framework_jobs: dict[str, dict[str, Any]] = field(default_factory=dict)
     # site.yml
     site_status: str = "successful"
     site_stats: dict[str, HostStats] = field(default_factory=dict)
@@ -193,8 +195,14 @@ class FakeRunner:
     def __call__(self, playbook: str, targets: TargetSet, **kwargs: Any) -> RunResult:
         run_dir = self.work / f"run{len(self.calls)}-{kwargs.get('kind', 'run')}"
         run_dir.mkdir(parents=True)
-        if playbook == "facts.yml":
+        if playbook in ("facts.yml", "verify.yml"):
             result = self._facts_run(targets, run_dir)
+            if playbook == "verify.yml":
+                for name, job in self.framework_jobs.items():
+                    if name in result.results:
+                        result.results[name].append(
+                            ("Collect the framework probes", "dlsetup_framework_probe", {"job": copy.deepcopy(job)})
+                        )
         elif playbook == "preflight.yml":
             result = self._preflight_run(targets, run_dir)
         elif playbook == "site.yml":

@@ -295,6 +295,29 @@ def test_verify_passes(cli: Invoke, fake_runner: FakeRunner, stub_verify: StubVe
     assert call["facts"] == {"localhost": shown_facts("2x1080ti")}
     assert call["expectations"]["localhost"].to_dict() == {"gpu_count": 2}
     assert call["load"] is False
+    assert call["frameworks"] == {}  # the probes' job comes from verify.yml; this host ran none
+
+
+def test_verify_hands_the_framework_probes_to_the_suite(
+    cli: Invoke, fake_runner: FakeRunner, stub_verify: StubVerify, host_facts
+) -> None:
+    fake_runner.facts["localhost"] = host_facts("2x1080ti")
+    job = {
+        "python": "/usr/bin/python3",
+        "venv_python": "/opt/dlsetup/venv/bin/python",
+        "build_record": None,
+        "outputs": {"torch": {"stdout": '{"version": "2.7.1"}', "stderr": "", "rc": 0, "timed_out": False}},
+    }
+    fake_runner.framework_jobs["localhost"] = job
+    record = {"gpus": [], "plan": {"driver": {"branch": "580"}}}
+    fake_runner.previous_state["localhost"] = record  # the record of the applied plan, read in the same run
+    stub_verify.hosts["localhost"] = report_entry(("gpu.count", "pass", "2 NVIDIA GPU(s)"))
+    result = cli("verify", "localhost", "--format", "json")
+    assert result.exit_code == 0, result.output
+    assert [c.playbook for c in fake_runner.calls] == ["verify.yml"]  # facts and probes in one run
+    (call,) = stub_verify.calls
+    assert call["frameworks"] == {"localhost": job}
+    assert call["records"] == {"localhost": record}
 
 
 def test_verify_table_and_junit_path(
@@ -731,7 +754,7 @@ def test_provision_applies_then_verifies(
     assert result.exit_code == 0, result.output
     # facts, the run, then facts again for the verification (the driver may answer only now), then the hardware
     # that verified is recorded as the baseline
-    assert fake_runner.playbooks == ["facts.yml", "preflight.yml", "site.yml", "facts.yml", "baseline.yml"]
+    assert fake_runner.playbooks == ["facts.yml", "preflight.yml", "site.yml", "verify.yml", "baseline.yml"]
     assert "localhost: hardware recorded as the new baseline" in result.stdout
     site = fake_runner.call("site.yml")
     assert site.kwargs["check"] is False
@@ -750,7 +773,7 @@ def test_provision_does_not_pass_a_host_it_could_not_verify(
     fake_runner.unreachable_after_site[UNREACHABLE] = SSH_FAILURE
     stub_verify.hosts["localhost"] = report_entry(("gpu.count", "pass", "1 NVIDIA GPU(s)"))
     result = cli("provision", "localhost", UNREACHABLE, "--yes")
-    assert fake_runner.playbooks == ["facts.yml", "preflight.yml", "site.yml", "facts.yml", "baseline.yml"]
+    assert fake_runner.playbooks == ["facts.yml", "preflight.yml", "site.yml", "verify.yml", "baseline.yml"]
     # only the host that verified gets a baseline
     assert fake_runner.call("baseline.yml").hosts == ["localhost"]
     assert list(stub_verify.calls[0]["facts"]) == ["localhost"]

@@ -7,8 +7,10 @@ Two ways in:
 * standalone ``pytest --pyargs dlsetup.verify.suite --hosts=ansible://GROUP --ansible-inventory=INV``: facts come
   from our module through testinfra's Ansible backend, expectations from the inventory's ``dlsetup_expect``.
 
-Either way the record of the last provision (``/etc/ansible/facts.d/dlsetup.fact``) is read on the host, and what
-nobody expected explicitly is expected by default from it and from PCI (:mod:`dlsetup.verify.defaults`). Every
+``dlsetup verify`` also hands over what it read on the host in the same run as the facts (``verify.yml``): the
+record of the last provision, the hardware baseline, the framework probes' output and the venv's build record;
+standalone, the suite reads them on the host itself. What nobody expected explicitly is expected by default from
+the record and from PCI (:mod:`dlsetup.verify.defaults`). Every
 check of a host is evaluated once (:func:`dlsetup.verify.checks.evaluate`); each test reports one of them.
 """
 
@@ -22,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from testinfra.utils.ansible_runner import AnsibleRunner
 
 from dlsetup import paths
 from dlsetup.facts.baseline import BASELINE_PATH, HardwareBaseline
@@ -32,7 +35,16 @@ from dlsetup.verify import checks
 from dlsetup.verify.checks import CheckResult
 from dlsetup.verify.defaults import nothing_checked_reason, with_defaults
 from dlsetup.verify.expect import FROM_INVENTORY, FROM_RECORD, Expectations, parse_expectations
-from dlsetup.verify.probes import JAX_PROBE, TORCH_PROBE, JaxProbe, TorchProbe, failure, last_json_line
+from dlsetup.verify.probes import (
+    BUILD_RECORD_NAME,
+    JAX_PROBE,
+    TORCH_PROBE,
+    BuildRecord,
+    JaxProbe,
+    TorchProbe,
+    failure,
+    last_json_line,
+)
 from dlsetup.verify.report import HostReport, VerifyReport
 
 for _key, _value in paths.ansible_env().items():
@@ -192,16 +204,33 @@ def venv_path(host: Any, host_name: str) -> str:
     return _venv(host, host_name)
 
 
+def _collected(host_name: str) -> dict[str, Any] | None:
+    """What ``dlsetup verify`` collected of the host's framework probes (verify.yml), if it did."""
+    found = (_context_host(host_name) or {}).get("frameworks")
+    return dict(found) if isinstance(found, dict) else None
+
+
 def _python(host: Any, host_name: str) -> str:
     candidate = f"{_venv(host, host_name)}/bin/python"
     return candidate if host.file(candidate).exists else "python3"
 
 
-def _run_probe(host: Any, host_name: str, script: str, *, load: bool = True) -> dict[str, Any]:
+def _run_probe(host: Any, host_name: str, name: str, script: str) -> dict[str, Any]:
+    """A probe's JSON: as ``dlsetup verify`` collected it, else run here with the venv's Python (standalone)."""
+    collected = _collected(host_name)
+    if collected is not None:
+        result: dict[str, Any] = collected[name]
+        return result
     python = _python(host, host_name)
-    env = "DLSETUP_PROBE_LOAD=1" if load else "DLSETUP_PROBE_LOAD=0"
-    res = host.run(f"{env} %s -c %s", python, script)
+    res = host.run("DLSETUP_PROBE_LOAD=1 %s -c %s", python, script)
     return last_json_line(res.stdout) or failure(res.stderr.strip().splitlines(), python, res.rc)
+
+
+def _has_venv_python(host: Any, host_name: str) -> bool:
+    collected = _collected(host_name)
+    if collected is not None:
+        return bool(collected["venv_python"])
+    return bool(host.file(f"{_venv(host, host_name)}/bin/python").exists)
 
 
 @pytest.fixture
@@ -210,11 +239,11 @@ def torch_probe(host: Any, host_name: str, expectations: Expectations) -> TorchP
     if key not in _CACHE:
         venv = _venv(host, host_name)
         recorded = FROM_RECORD in (expectations.origin("framework"), expectations.origin("pytorch_version"))
-        if recorded and expectations.wants("pytorch") and not host.file(f"{venv}/bin/python").exists:
+        if recorded and expectations.wants("pytorch") and not _has_venv_python(host, host_name):
             # the provision installs PyTorch there: another Python's torch would not be the one it installed
             _CACHE[key] = TorchProbe(error=f"no Python at {venv}/bin/python, the venv the provision installs into")
         else:
-            _CACHE[key] = TorchProbe.parse(_run_probe(host, host_name, TORCH_PROBE))
+            _CACHE[key] = TorchProbe.parse(_run_probe(host, host_name, "torch", TORCH_PROBE))
     probe: TorchProbe = _CACHE[key]
     return probe
 
@@ -223,9 +252,25 @@ def torch_probe(host: Any, host_name: str, expectations: Expectations) -> TorchP
 def jax_probe(host: Any, host_name: str) -> JaxProbe:
     key = (host_name, "jax")
     if key not in _CACHE:
-        _CACHE[key] = JaxProbe.parse(_run_probe(host, host_name, JAX_PROBE))
+        _CACHE[key] = JaxProbe.parse(_run_probe(host, host_name, "jax", JAX_PROBE))
     probe: JaxProbe = _CACHE[key]
     return probe
+
+
+@pytest.fixture
+def build_record(host: Any, host_name: str, venv_path: str) -> BuildRecord | None:
+    """The venv's build record (``dlsetup-build.json``; ``None``: the venv has none)."""
+    key = (host_name, "build")
+    if key not in _CACHE:
+        collected = _collected(host_name)
+        if collected is not None:
+            text = collected.get("build_record")
+        else:
+            found = host.file(f"{venv_path}/{BUILD_RECORD_NAME}")
+            text = found.content_string if found.exists else None
+        _CACHE[key] = BuildRecord.parse(text) if text is not None else None
+    record: BuildRecord | None = _CACHE[key]
+    return record
 
 
 @pytest.fixture
@@ -281,6 +326,21 @@ def check(
 
 def _rank(result: CheckResult) -> int:
     return checks.CHECK_IDS.index(result.id) if result.id in checks.CHECK_IDS else len(checks.CHECK_IDS)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Under ``dlsetup verify`` the inventory is already in the environment (``DLSETUP_VERIFY_INVENTORY``, what
+    its inventory script prints): testinfra gets it from there instead of running ``ansible-inventory`` for it."""
+    listing = os.environ.get("DLSETUP_VERIFY_INVENTORY")
+    inventory_file = getattr(config.option, "ansible_inventory", None)
+    if not (_CONTEXT_PATH and listing and inventory_file):
+        return
+    try:
+        parsed = json.loads(listing)
+        # testinfra reads the inventory once per file, through this cached property
+        AnsibleRunner.get_runner(inventory_file).__dict__["inventory"] = parsed
+    except Exception:  # another testinfra: it runs ansible-inventory itself, which reads the same listing
+        return
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

@@ -5,7 +5,7 @@ import pytest
 
 from dlsetup.verify.checks import CheckResult
 from dlsetup.verify.expect import FROM_RECORD
-from dlsetup.verify.probes import BUILD_RECORD_NAME, BuildRecord, PlannedBuild, judge_build
+from dlsetup.verify.probes import PlannedBuild, judge_build
 
 PYTORCH_CHECKS = [
     "framework.pytorch",
@@ -27,15 +27,13 @@ def test_jax(check):
     check("framework.jax")
 
 
-def test_build(check, host, venv_path, host_record, expectations, torch_probe, jax_probe):
+def test_build(check, venv_path, host_record, build_record, expectations, torch_probe, jax_probe):
     """The torch and jax builds in the venv (and its dlsetup-build.json) are the ones the recorded plan chose."""
     plan = host_record.plan if host_record is not None and host_record.applied("dl_stack") else None
     planned = PlannedBuild.of_plan(plan)
     explicit = expectations.origin("framework") not in (None, FROM_RECORD)
     if explicit and not expectations.wants("pytorch"):
         planned = None  # the user said which frameworks, and PyTorch is not among them
-    record_file = host.file(f"{venv_path}/{BUILD_RECORD_NAME}")
-    record = BuildRecord.parse(record_file.content_string) if record_file.exists else None
-    verdict = judge_build(planned, record, torch_probe, jax_probe, venv=venv_path)
+    verdict = judge_build(planned, build_record, torch_probe, jax_probe, venv=venv_path)
     origin = FROM_RECORD if verdict.expected is not None else None
     check(CheckResult("framework.build", verdict.status, verdict.expected, verdict.actual, verdict.message, origin))
