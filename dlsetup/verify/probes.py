@@ -231,6 +231,11 @@ def failure(stderr: Sequence[str], python: str, rc: int) -> dict[str, Any]:
     return {"error": f"probe with {python} failed: {last}"}
 
 
+def probe_output(stdout: str, stderr: str, python: str, rc: int) -> dict[str, Any]:
+    """A probe's result from what it printed: its last JSON line, else :func:`failure` from its stderr."""
+    return last_json_line(stdout) or failure(stderr.strip().splitlines(), python, rc)
+
+
 # -- the probes in verify.yml: started before the facts are read, collected after ---------------------------------
 VERIFY_PLAYBOOK = "verify.yml"
 _PROBES = {"torch": TORCH_PROBE, "jax": JAX_PROBE}
@@ -255,10 +260,8 @@ def collected(result: Mapping[str, Any]) -> dict[str, Any] | None:
         if not isinstance(got, Mapping):
             return None
         rc = got.get("rc")
-        stderr = str(got.get("stderr") or "").strip().splitlines()
-        out[name] = last_json_line(str(got.get("stdout") or "")) or failure(
-            stderr, python, rc if isinstance(rc, int) else -1
-        )
+        stdout, stderr = str(got.get("stdout") or ""), str(got.get("stderr") or "")
+        out[name] = probe_output(stdout, stderr, python, rc if isinstance(rc, int) else -1)
     return out
 
 

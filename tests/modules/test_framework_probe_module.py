@@ -16,7 +16,7 @@ import ansible_runner
 import pytest
 import yaml
 
-from dlsetup.verify.probes import JAX_PROBE, TORCH_PROBE, collected, probe_extravars
+from dlsetup.verify.probes import BUILD_RECORD_NAME, JAX_PROBE, TORCH_PROBE, collected, probe_extravars
 
 LIBRARY = Path(__file__).resolve().parents[2] / "roles" / "hw_facts" / "library"
 
@@ -71,7 +71,8 @@ def host(tmp_path: Path) -> dict[str, Path]:
     venv = tmp_path / "venv"
     (venv / "bin").mkdir(parents=True)
     (venv / "bin" / "python").symlink_to(sys.executable)
-    (venv / "dlsetup-build.json").write_text('{"build_id": "b1", "complete": true}\n')
+    # dlsetup's name of the record: the module, which runs on the host without dlsetup, keeps its own copy
+    (venv / BUILD_RECORD_NAME).write_text('{"build_id": "b1", "complete": true}\n')
     tmp = tmp_path / "host-tmp"
     tmp.mkdir()
     return {"venv": venv, "tmp": tmp, "work": tmp_path / "work"}

@@ -42,8 +42,7 @@ from dlsetup.verify.probes import (
     BuildRecord,
     JaxProbe,
     TorchProbe,
-    failure,
-    last_json_line,
+    probe_output,
 )
 from dlsetup.verify.report import HostReport, VerifyReport
 
@@ -211,8 +210,7 @@ def _collected(host_name: str) -> dict[str, Any] | None:
 
 
 def _python(host: Any, host_name: str) -> str:
-    candidate = f"{_venv(host, host_name)}/bin/python"
-    return candidate if host.file(candidate).exists else "python3"
+    return f"{_venv(host, host_name)}/bin/python" if _has_venv_python(host, host_name) else "python3"
 
 
 def _run_probe(host: Any, host_name: str, name: str, script: str) -> dict[str, Any]:
@@ -223,7 +221,7 @@ def _run_probe(host: Any, host_name: str, name: str, script: str) -> dict[str, A
         return result
     python = _python(host, host_name)
     res = host.run("DLSETUP_PROBE_LOAD=1 %s -c %s", python, script)
-    return last_json_line(res.stdout) or failure(res.stderr.strip().splitlines(), python, res.rc)
+    return probe_output(res.stdout, res.stderr, python, res.rc)
 
 
 def _has_venv_python(host: Any, host_name: str) -> bool:
